@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    aegis_cli::main_entry()
+}
