@@ -569,8 +569,11 @@ impl AgentHandle for AcpAgent {
     }
 
     fn cancel(&self, agent_session_id: &str) -> Result<(), RuntimeError> {
-        // ACP: the client answers every pending permission request of the session with
-        // `cancelled`, then notifies the agent.
+        // ACP: notify the agent first, then answer every pending permission request of the
+        // session with `cancelled` (so the agent sees them as part of the cancellation).
+        let msg = UntypedMessage::new("session/cancel", json!({"sessionId": agent_session_id}))
+            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let sent = self.cx.send_notification(msg).map_err(rpc_error);
         for (key, parked) in self.park.take_session(agent_session_id) {
             let _ = parked.responder.respond(acp::RequestPermissionResponse::new(
                 acp::RequestPermissionOutcome::Cancelled,
@@ -580,9 +583,7 @@ impl AgentHandle for AcpAgent {
                 .events
                 .send(RuntimeEvent::PermissionWithdrawn { key });
         }
-        let msg = UntypedMessage::new("session/cancel", json!({"sessionId": agent_session_id}))
-            .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
-        self.cx.send_notification(msg).map_err(rpc_error)
+        sent
     }
 
     fn answer_permission(

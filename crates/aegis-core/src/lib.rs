@@ -1,0 +1,20 @@
+//! The session service: the use cases behind every surface (REST, SSE, MCP, dashboard, CLI).
+//!
+//! Data flows one way: runtime event → session actor (domain transition + persist + publish)
+//! → event bus → subscribers. Each session is owned by one actor task that serialises every
+//! command and every agent event; readers use the snapshot the actor publishes after each
+//! change, so reads never wait for an agent.
+
+pub mod error;
+pub mod principal;
+mod actor;
+pub mod bus;
+pub mod policy;
+pub mod record;
+pub mod service;
+pub mod transcript;
+pub mod workdir;
+
+pub use error::{CoreError, CoreResult, ErrorKind};
+pub use principal::{Principal, Role, SYSTEM_TENANT, Via};
+pub use service::*;
