@@ -1184,15 +1184,6 @@ impl Actor {
             }
             None => {
                 if self.rec.pending.is_empty() {
-                    if let Some(p) = self.shared.last_resolved(&self.rec.id) {
-                        if p.created_at + 60_000 > self.now() {
-                            return Err(CoreError::new(
-                                ErrorKind::AlreadyResolved,
-                                "the permission request was already answered",
-                            )
-                            .with_details(json!({"decision": record::decision_dto(&p)})));
-                        }
-                    }
                     return Err(CoreError::new(
                         ErrorKind::NoPendingPermission,
                         "no permission request is pending for this session",

@@ -145,7 +145,6 @@ pub struct Shared {
     roots: RwLock<Arc<AllowedRoots>>,
     /// Every permission request known (pending and decided), by id.
     permissions: RwLock<HashMap<RequestId, PermissionRequest>>,
-    last_resolved: RwLock<HashMap<SessionId, PermissionRequest>>,
     agent_cache: RwLock<BTreeMap<String, (AgentInfoDto, u64)>>,
     diagnostics: Mutex<VecDeque<Value>>,
     unknown_updates: Mutex<BTreeMap<String, u64>>,
@@ -183,7 +182,6 @@ impl Shared {
     }
 
     pub(crate) fn permission_finished(&self, p: PermissionRequest) {
-        write(&self.last_resolved).insert(p.session_id, p.clone());
         write(&self.permissions).insert(p.request_id, p.clone());
         let store = self.store.clone();
         tokio::spawn(async move {
@@ -202,10 +200,6 @@ impl Shared {
 
     pub(crate) fn permission_lookup(&self, id: &RequestId) -> Option<PermissionRequest> {
         read(&self.permissions).get(id).cloned()
-    }
-
-    pub(crate) fn last_resolved(&self, session: &SessionId) -> Option<PermissionRequest> {
-        read(&self.last_resolved).get(session).cloned()
     }
 
     pub(crate) fn remember_agent(&self, name: &str, info: &AgentInfoDto) {
@@ -314,7 +308,6 @@ impl SessionService {
             config: RwLock::new(Arc::new(config)),
             roots: RwLock::new(Arc::new(roots)),
             permissions: RwLock::new(HashMap::new()),
-            last_resolved: RwLock::new(HashMap::new()),
             agent_cache: RwLock::new(BTreeMap::new()),
             diagnostics: Mutex::new(VecDeque::new()),
             unknown_updates: Mutex::new(BTreeMap::new()),

@@ -105,7 +105,9 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Write a document. With `expected_version = Some(v)` the write succeeds only if the
-    /// current version is `v` (`Some(0)` = must not exist). Returns the new version.
+    /// current version is `v` (`Some(0)` = must not exist), else [`StoreError::Conflict`]
+    /// (`found` = current version, `None` when missing). `None` writes unconditionally.
+    /// Returns the new version (a deleted document that is written again starts at 1).
     fn put_doc<'a>(
         &'a self,
         collection: &'a str,
@@ -130,8 +132,9 @@ pub trait Store: Send + Sync + 'static {
         key: &'a str,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 
-    /// List documents of a scope in ascending key order, keys strictly greater than `after`
-    /// (when given), at most `limit`. `total` counts every document of the scope.
+    /// List documents of a scope in ascending key order (byte-wise, like `str`'s `Ord`), keys
+    /// strictly greater than `after` (when given; it need not be a stored key), at most
+    /// `limit`. `total` counts every document of the scope.
     fn list_docs<'a>(
         &'a self,
         collection: &'a str,
@@ -144,10 +147,17 @@ pub trait Store: Send + Sync + 'static {
     fn list_scopes<'a>(&'a self, collection: &'a str) -> BoxFuture<'a, StoreResult<Vec<String>>>;
 
     /// Delete every document of a scope (e.g. a purged session's transcript).
-    fn delete_scope<'a>(&'a self, collection: &'a str, scope: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
+    fn delete_scope<'a>(
+        &'a self,
+        collection: &'a str,
+        scope: &'a str,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
 
     /// Append events (any sessions, in the given order). Per session, ids must continue
-    /// densely from the last stored id; global sequences must exceed every stored one.
+    /// densely from the last stored id (a new or purged session starts at 1); global
+    /// sequences must increase through the batch and exceed [`Store::last_global_seq`].
+    /// Ids of global events (`session_id: None`) are not checked (they are 0 by convention).
+    /// A violation is [`StoreError::InvalidAppend`] and nothing of the batch is stored.
     /// Durable when the future resolves.
     fn append_events<'a>(&'a self, events: &'a [StoredEvent]) -> BoxFuture<'a, StoreResult<()>>;
 
@@ -160,17 +170,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, StoreResult<Vec<StoredEvent>>>;
 
     /// Events of all sessions with `global_seq > after`, ascending, at most `limit`.
-    fn read_global<'a>(&'a self, after: u64, limit: usize) -> BoxFuture<'a, StoreResult<Vec<StoredEvent>>>;
+    fn read_global<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<StoredEvent>>>;
 
     /// Last stored per-session id (0 when none).
     fn last_event_id<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
 
-    /// Highest stored global sequence (0 when none).
+    /// Highest global sequence ever stored (0 when none). It never decreases, even when
+    /// [`Store::delete_events`] removed the log that held it, so sequences are never reused.
     fn last_global_seq(&self) -> BoxFuture<'_, StoreResult<u64>>;
 
     /// Oldest retained id of a session (1 unless purged/truncated; 0 when none).
     fn oldest_event_id<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
 
-    /// Remove a session's event log (retention purge).
+    /// Remove a session's event log (retention purge); unknown sessions are not an error.
+    /// Afterwards the session has no events (`last_event_id` = `oldest_event_id` = 0).
     fn delete_events<'a>(&'a self, session_id: &'a str) -> BoxFuture<'a, StoreResult<()>>;
 }

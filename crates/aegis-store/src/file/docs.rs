@@ -3,16 +3,17 @@
 //! of the folder).
 //!
 //! Every scope is cached in memory (a `BTreeMap` of key to document) once it is first used;
-//! writes go to disk first, then to the cache. Writes to one scope are serialised by a per-scope
-//! async mutex and run in a detached task, so a dropped caller never leaves the cache behind the
-//! disk.
+//! writes go to disk first, then to the cache. Writes to one document are serialised by a
+//! per-key async mutex (writes to different documents proceed in parallel; `delete_scope`
+//! excludes them all) and run in a detached task, so a dropped caller never leaves the cache
+//! behind the disk.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,13 +54,30 @@ struct Scope {
     collection_dir: PathBuf,
     root: PathBuf,
     hashed: bool,
-    write: tokio::sync::Mutex<WriteState>,
+    /// Shared by document writes, exclusive for `delete_scope`.
+    gate: tokio::sync::RwLock<()>,
+    /// Whether the scope folder is known to exist.
+    dir_ready: tokio::sync::Mutex<bool>,
+    /// Per-key write locks (entries are dropped when unused).
+    key_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
     docs: OnceCell<RwLock<ScopeDocs>>,
 }
 
-struct WriteState {
-    /// The scope folder is known to exist.
-    dir_ready: bool,
+/// A held per-key write lock; forgets the key's lock when nobody else wants it.
+struct KeyGuard<'a> {
+    scope: &'a Scope,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = lock(&self.scope.key_locks);
+        if locks.get(&self.key).is_some_and(|w| w.strong_count() == 0) {
+            locks.remove(&self.key);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -158,7 +176,12 @@ impl DocStore {
         }))
     }
 
-    pub(super) async fn delete(&self, collection: &str, scope: &str, key: &str) -> StoreResult<bool> {
+    pub(super) async fn delete(
+        &self,
+        collection: &str,
+        scope: &str,
+        key: &str,
+    ) -> StoreResult<bool> {
         let Some(scope) = self.scope(collection, scope, false).await? else {
             return Ok(false);
         };
@@ -270,7 +293,9 @@ impl Collection {
             collection_dir: self.dir.clone(),
             root: self.root.clone(),
             hashed: names::is_hashed(dir_name),
-            write: tokio::sync::Mutex::new(WriteState { dir_ready: exists }),
+            gate: tokio::sync::RwLock::new(()),
+            dir_ready: tokio::sync::Mutex::new(exists),
+            key_locks: Mutex::new(HashMap::new()),
             docs: OnceCell::new(),
         }
     }
@@ -310,62 +335,98 @@ impl Scope {
         doc: Value,
         expected: Option<u64>,
     ) -> StoreResult<u64> {
-        let mut ws = self.write.lock().await;
+        let _gate = self.gate.read().await;
+        let _key = self.lock_key(&key).await;
         let docs = self.docs().await?;
-        let (current, stem) = {
-            let d = read(docs);
-            match d.map.get(&key) {
-                Some(e) => (Some(e.version), e.stem.clone()),
-                None => (None, names::allocate(&key, |n| d.hashed.contains_key(n)).0),
-            }
-        };
+        let current = read(docs)
+            .map
+            .get(&key)
+            .map(|e| (e.version, e.stem.clone()));
+        let found = current.as_ref().map(|c| c.0);
         if let Some(exp) = expected
-            && current.unwrap_or(0) != exp
+            && found.unwrap_or(0) != exp
         {
             return Err(StoreError::Conflict {
                 collection,
                 key,
                 expected,
-                found: current,
+                found,
             });
         }
-        let version = current.unwrap_or(0) + 1;
+        let version = found.unwrap_or(0) + 1;
         let bytes = serde_json::to_vec(&DocFileOut {
             version,
             key: &key,
             doc: &doc,
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot encode document: {e}")))?;
-        if !ws.dir_ready {
-            let (root, cdir, dir) = (
-                self.root.clone(),
-                self.collection_dir.clone(),
-                self.dir.clone(),
-            );
-            let name = self.hashed.then(|| self.name.clone());
-            blocking(move || ensure_scope_dir(&root, &cdir, &dir, name.as_deref())).await?;
-            ws.dir_ready = true;
-        }
-        let dir = self.dir.clone();
-        let file = format!("{stem}{EXT}");
-        blocking(move || write_atomic(&dir, &file, &bytes)).await?;
+        let (stem, reserved) = match current {
+            Some((_, stem)) => (stem, false),
+            None => {
+                // Reserve a new hashed name so that a concurrent new key cannot take it.
+                let mut d = write(docs);
+                let (stem, hashed) = names::allocate(&key, |n| d.hashed.contains_key(n));
+                if hashed {
+                    d.hashed.insert(stem.clone(), key.clone());
+                }
+                (stem, hashed)
+            }
+        };
+        let written = self.write_file(&stem, bytes).await;
         let mut d = write(docs);
-        if names::is_hashed(&stem) {
-            d.hashed.insert(stem.clone(), key.clone());
+        if let Err(e) = written {
+            if reserved {
+                d.hashed.remove(&stem);
+            }
+            return Err(e);
         }
-        d.map.insert(
-            key,
-            DocEntry {
-                version,
-                doc,
-                stem,
-            },
-        );
+        d.map.insert(key, DocEntry { version, doc, stem });
         Ok(version)
     }
 
+    /// Take the write lock of one key.
+    async fn lock_key(&self, key: &str) -> KeyGuard<'_> {
+        let mutex = {
+            let mut locks = lock(&self.key_locks);
+            match locks.get(key).and_then(Weak::upgrade) {
+                Some(m) => m,
+                None => {
+                    let m = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key.to_owned(), Arc::downgrade(&m));
+                    m
+                }
+            }
+        };
+        KeyGuard {
+            scope: self,
+            key: key.to_owned(),
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+
+    /// Write one document file (creating the scope folder first if needed).
+    async fn write_file(&self, stem: &str, bytes: Vec<u8>) -> StoreResult<()> {
+        {
+            let mut ready = self.dir_ready.lock().await;
+            if !*ready {
+                let (root, cdir, dir) = (
+                    self.root.clone(),
+                    self.collection_dir.clone(),
+                    self.dir.clone(),
+                );
+                let name = self.hashed.then(|| self.name.clone());
+                blocking(move || ensure_scope_dir(&root, &cdir, &dir, name.as_deref())).await?;
+                *ready = true;
+            }
+        }
+        let dir = self.dir.clone();
+        let file = format!("{stem}{EXT}");
+        blocking(move || write_atomic(&dir, &file, &bytes)).await
+    }
+
     async fn delete(&self, key: String) -> StoreResult<bool> {
-        let _ws = self.write.lock().await;
+        let _gate = self.gate.read().await;
+        let _key = self.lock_key(&key).await;
         let docs = self.docs().await?;
         let stem = match read(docs).map.get(&key) {
             Some(e) => e.stem.clone(),
@@ -385,13 +446,14 @@ impl Scope {
     }
 
     async fn clear(&self) -> StoreResult<u64> {
-        let mut ws = self.write.lock().await;
+        let _gate = self.gate.write().await;
+        let mut ready = self.dir_ready.lock().await;
         let docs = self.docs().await?;
         let n = read(docs).map.len() as u64;
         let (dir, cdir) = (self.dir.clone(), self.collection_dir.clone());
         blocking(move || remove_scope_dir(&dir, &cdir)).await?;
         *write(docs) = ScopeDocs::default();
-        ws.dir_ready = false;
+        *ready = false;
         Ok(n)
     }
 }
@@ -505,7 +567,12 @@ fn load_scope(dir: &Path) -> StoreResult<ScopeDocs> {
 }
 
 /// Create a scope folder (and its collection folder), durably.
-fn ensure_scope_dir(root: &Path, cdir: &Path, dir: &Path, hashed_name: Option<&str>) -> StoreResult<()> {
+fn ensure_scope_dir(
+    root: &Path,
+    cdir: &Path,
+    dir: &Path,
+    hashed_name: Option<&str>,
+) -> StoreResult<()> {
     let created = match fs::create_dir(dir) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,

@@ -18,7 +18,9 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::fsio::{blocking, io_err, is_temp_name, read, remove_if_exists, sync_dir, write, write_atomic};
+use super::fsio::{
+    blocking, io_err, is_temp_name, read, remove_if_exists, sync_dir, write, write_atomic,
+};
 use super::{detached, names};
 use crate::{StoreError, StoreResult, StoredEvent};
 
@@ -177,12 +179,13 @@ impl EventStore {
             let path = Arc::new(path);
             idx.files.insert(file, path.clone());
             idx.stems.insert(stem.clone());
-            idx.global.extend(log.global.iter().map(|&(seq, offset, len)| GlobalEntry {
-                seq,
-                offset,
-                len,
-                file,
-            }));
+            idx.global
+                .extend(log.global.iter().map(|&(seq, offset, len)| GlobalEntry {
+                    seq,
+                    offset,
+                    len,
+                    file,
+                }));
             idx.logs.insert(
                 log.key,
                 LogIndex {
@@ -205,9 +208,10 @@ impl EventStore {
         }
         let hwm_path = dir.join(HWM_FILE);
         idx.persisted_hwm = match fs::read_to_string(&hwm_path) {
-            Ok(s) => s.trim().parse().map_err(|e| {
-                StoreError::Corrupt(format!("{}: {e}", hwm_path.display()))
-            })?,
+            Ok(s) => s
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", hwm_path.display())))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(io_err("cannot read", &hwm_path, &e)),
         };
@@ -329,7 +333,11 @@ impl EventStore {
         .await
     }
 
-    pub(super) async fn read_global(&self, after: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+    pub(super) async fn read_global(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
         let wanted: Vec<(u32, Arc<PathBuf>, u64, u32)> = {
             let idx = read(&self.index);
             let start = idx.global.partition_point(|e| e.seq <= after);

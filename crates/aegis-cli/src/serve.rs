@@ -1,0 +1,233 @@
+//! `ag serve`: the composition root. The one place where concrete backends are chosen.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_core::{ServiceConfig, SessionService};
+use aegis_runtime::registry::AgentRegistry;
+use aegis_runtime_acp::AcpRuntime;
+use aegis_store::Store;
+use aegis_store::file::FileStore;
+
+use crate::config::{self, Config, Loaded};
+
+/// Options of `ag serve` given on the command line (they win over env and file).
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    pub config: Option<PathBuf>,
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub json_logs: bool,
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(code)
+}
+
+/// Build the service configuration from the loaded config.
+pub fn service_config(c: &Config, server_cwd: &Path) -> ServiceConfig {
+    let mut s = ServiceConfig::new(c.state_dir());
+    s.server_cwd = server_cwd.to_path_buf();
+    s.allowed_workdirs = c.allowed_work_dirs.clone();
+    s.default_model = c.default_model.clone();
+    s.default_permission_mode = c.default_permission_mode.clone();
+    s.default_session_name = c.default_session_name.clone();
+    s.default_permission_profile = c.default_permission_profile.clone();
+    s.default_session_env = c.default_session_env.clone();
+    s.stall_threshold_ms = c.stall_threshold_ms;
+    s.permission_timeout_ms = c.permission_timeout_ms;
+    s.permission_timeout_action = c.permission_timeout_action.clone();
+    s.max_sessions = c.max_sessions;
+    s.max_queued_prompts = c.max_queued_prompts;
+    s.request_timeout_ms = c.acp.request_timeout_ms.unwrap_or(120_000);
+    s.rate_limit_retry_ms = c.rate_limit_retry_ms;
+    s.rate_limit_auto_resume = c.rate_limit_auto_resume;
+    s.auto_reattach = c.auto_reattach;
+    let mut reg = AgentRegistry::new(c.agents.clone());
+    reg.default_agent = c.default_agent.clone();
+    reg.acp_bin = c.acp.bin.as_deref().map(config::expand);
+    if let Some(p) = &c.acp.package {
+        reg.acp_package = p.clone();
+    }
+    s.agents = reg;
+    s.base_url = c.client_base_url();
+    s
+}
+
+fn init_logging(level: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(format!("{level},hyper=warn,h2=warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none());
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+/// Run the server in the foreground until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let file = config::find_config_file(args.config.as_deref());
+    if let Some(f) = &file {
+        if !f.is_file() {
+            return fail(2, format!("config file {} does not exist", f.display()));
+        }
+    }
+    let mut loaded = match config::load(file.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(2, format!("{e:#}")),
+    };
+    if let Some(p) = args.port {
+        loaded.config.port = p;
+    }
+    if let Some(h) = &args.host {
+        loaded.config.host = h.clone();
+    }
+    init_logging(&loaded.config.log_level, args.json_logs);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(serve(loaded))
+}
+
+async fn serve(loaded: Loaded) -> ExitCode {
+    let c = loaded.config.clone();
+    if !c.is_loopback() {
+        return fail(
+            2,
+            format!(
+                "refusing to bind {}: a non-loopback address needs authentication, which this build does not enforce yet; bind 127.0.0.1 (AEGIS_HOST) instead",
+                c.host
+            ),
+        );
+    }
+    if c.session_store != "file" {
+        return fail(
+            2,
+            format!(
+                "sessionStore '{}' is not available in this build yet; use AEGIS_SESSION_STORE=file",
+                c.session_store
+            ),
+        );
+    }
+    let state_dir = c.state_dir();
+    if let Err(e) = std::fs::create_dir_all(&state_dir) {
+        return fail(1, format!("cannot create the state dir {}: {e}", state_dir.display()));
+    }
+    let _lock = match FileStore::lock(&state_dir) {
+        Ok(l) => l,
+        Err(e) => return fail(1, format!("{e}; another Aegis server uses {}", state_dir.display())),
+    };
+    let addr: SocketAddr = match format!("{}:{}", bind_host(&c.host), c.port).parse() {
+        Ok(a) => a,
+        Err(e) => return fail(2, format!("invalid host/port {}:{}: {e}", c.host, c.port)),
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return fail(
+                1,
+                format!(
+                    "port {} is already in use; pick another with AEGIS_PORT=<port> or --port <port>",
+                    c.port
+                ),
+            );
+        }
+        Err(e) => return fail(1, format!("cannot listen on {addr}: {e}")),
+    };
+    let store: Arc<dyn Store> = match FileStore::open(state_dir.join("store")) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return fail(1, format!("cannot open the file store: {e}")),
+    };
+    let server_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let svc = match SessionService::start(service_config(&c, &server_cwd), store, Arc::new(AcpRuntime)).await {
+        Ok(s) => s,
+        Err(e) => return fail(1, format!("cannot start the session service: {e}")),
+    };
+    let pid_file = state_dir.join("aegis.pid");
+    let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
+    if let Some(file) = loaded.file.clone() {
+        tokio::spawn(watch_config(file, svc.clone(), server_cwd.clone()));
+    }
+    let state = aegis_http::AppState {
+        service: svc.clone(),
+        config: aegis_http::HttpConfig {
+            dashboard_enabled: c.dashboard_enabled,
+            sse_max_connections: c.sse.max_connections.unwrap_or(100),
+            sse_max_per_ip: c.sse.max_per_ip.unwrap_or(10),
+            sse_heartbeat_ms: c.sse.heartbeat_ms.unwrap_or(15_000),
+            ..aegis_http::HttpConfig::default()
+        },
+    };
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        "Aegis {} listening on http://{local} (state {}, store file)",
+        env!("CARGO_PKG_VERSION"),
+        state_dir.display()
+    );
+    let result = aegis_http::serve(listener, state, shutdown_signal()).await;
+    tracing::info!("shutting down: stopping sessions (they are resumable after restart)");
+    svc.shutdown().await;
+    let _ = std::fs::remove_file(&pid_file);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, format!("server error: {e}")),
+    }
+}
+
+fn bind_host(h: &str) -> String {
+    match h {
+        "localhost" => "127.0.0.1".into(),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        h => h.into(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Hot reload: re-read the config file when it changes (polling survives editors that save by
+/// rename). Keys that need a restart are ignored until then.
+async fn watch_config(file: PathBuf, svc: Arc<SessionService>, server_cwd: PathBuf) {
+    let stamp = |p: &Path| std::fs::read(p).ok();
+    let mut last = stamp(&file);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = stamp(&file);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match config::load(Some(&file)) {
+            Ok(l) => {
+                svc.reload(service_config(&l.config, &server_cwd));
+                tracing::info!("configuration reloaded from {}", file.display());
+            }
+            Err(e) => tracing::error!("configuration reload failed, keeping the previous one: {e:#}"),
+        }
+    }
+}
