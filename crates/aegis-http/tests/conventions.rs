@@ -412,6 +412,10 @@ async fn echo(q: QueryParams, JsonBody(v): JsonBody<Value>) -> Result<String, ae
     Ok(format!("{page}/{limit}/{v}"))
 }
 
+async fn boom() -> &'static str {
+    panic!("boom")
+}
+
 #[tokio::test]
 async fn infrastructure_without_a_service() {
     let config = HttpConfig {
@@ -422,7 +426,7 @@ async fn infrastructure_without_a_service() {
         .route("/echo", post(echo))
         .route("/empty", post(|_b: EmptyBody| async { "ok" }))
         .route("/s/{id}", get(|SessionId(id): SessionId| async move { id }))
-        .route("/panic", get(|| async { panic!("boom") as &'static str }))
+        .route("/panic", get(boom))
         .route(
             "/teapot",
             get(|| async { (axum::http::StatusCode::IM_A_TEAPOT, "short and stout") }),
