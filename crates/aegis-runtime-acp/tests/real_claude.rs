@@ -60,7 +60,10 @@ impl World {
             .prefix("aegis-claude-project-")
             .tempdir()
             .expect("temp project");
-        let project_dir = project.path().canonicalize().expect("canonical project dir");
+        let project_dir = project
+            .path()
+            .canonicalize()
+            .expect("canonical project dir");
         Self {
             fake,
             home,
@@ -167,7 +170,10 @@ impl Agent {
         let exit = tokio::time::timeout(Duration::from_secs(10), self.handle.shutdown(GRACE))
             .await
             .expect("shutdown resolves");
-        assert!(exit.requested, "shutdown must be recorded as requested: {exit:?}");
+        assert!(
+            exit.requested,
+            "shutdown must be recorded as requested: {exit:?}"
+        );
         assert_group_gone(self.pid, Duration::from_secs(3)).await;
         self.guard.disarm();
     }
@@ -303,7 +309,9 @@ fn option_of(options: &[PermissionOption], kind: PermissionOptionKind) -> &Permi
 
 /// The JSON of a request's `messages` (what the model saw).
 fn messages_json(body: &Value) -> String {
-    body.get("messages").map(Value::to_string).unwrap_or_default()
+    body.get("messages")
+        .map(Value::to_string)
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -399,7 +407,13 @@ async fn assert_pids_gone(pids: &BTreeSet<i32>, within: Duration) {
         if Instant::now() >= deadline {
             let detail: Vec<_> = alive
                 .iter()
-                .map(|p| (p, proc_stat(*p), std::fs::read_to_string(format!("/proc/{p}/comm"))))
+                .map(|p| {
+                    (
+                        p,
+                        proc_stat(*p),
+                        std::fs::read_to_string(format!("/proc/{p}/comm")),
+                    )
+                })
                 .collect();
             panic!("descendants of the agent survive after {within:?}: {detail:?}");
         }
@@ -442,7 +456,9 @@ async fn real_claude_text_turn_streams_chunks_and_ends_end_turn() {
     let chunks = agent_chunks(&events);
     assert!(!chunks.is_empty(), "no agent message chunks: {events:#?}");
     assert!(
-        chunks.iter().all(|(id, _)| id.as_deref().is_some_and(|i| !i.is_empty())),
+        chunks
+            .iter()
+            .all(|(id, _)| id.as_deref().is_some_and(|i| !i.is_empty())),
         "every chunk carries a messageId: {chunks:?}"
     );
     let ids: BTreeSet<_> = chunks.iter().map(|(id, _)| id.clone()).collect();
@@ -491,8 +507,14 @@ async fn real_claude_bash_tool_asks_permission_and_approve_creates_file() {
         option_of(&options, kind);
     }
     // Parked: the command has not run.
-    assert!(!out.exists(), "out.txt exists before the permission was answered");
-    assert!(!turn.is_finished(), "the turn ended while the permission was pending");
+    assert!(
+        !out.exists(),
+        "out.txt exists before the permission was answered"
+    );
+    assert!(
+        !turn.is_finished(),
+        "the turn ended while the permission was pending"
+    );
 
     let allow = option_of(&options, PermissionOptionKind::AllowOnce);
     agent
@@ -608,7 +630,13 @@ async fn real_claude_cancel_mid_turn_ends_cancelled() {
 
     let turn = agent.spawn_prompt(&sid, "SLOW");
     let mut seen = vec![];
-    next_matching(&mut agent.events, &mut seen, "first agent chunk", is_agent_chunk).await;
+    next_matching(
+        &mut agent.events,
+        &mut seen,
+        "first agent chunk",
+        is_agent_chunk,
+    )
+    .await;
     agent.handle.cancel(&sid).expect("session/cancel");
     let cancelled_at = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(5), turn)
@@ -635,7 +663,13 @@ async fn real_claude_killed_agent_mid_turn_reports_crash_with_exit_info() {
 
     let turn = agent.spawn_prompt(&sid, "SLOW");
     let mut seen = vec![];
-    next_matching(&mut agent.events, &mut seen, "first agent chunk", is_agent_chunk).await;
+    next_matching(
+        &mut agent.events,
+        &mut seen,
+        "first agent chunk",
+        is_agent_chunk,
+    )
+    .await;
     let desc = descendants_with_claude(agent.pid);
 
     // SAFETY: kill has no memory-safety preconditions; the pid is our own live child.
@@ -711,12 +745,9 @@ async fn real_claude_load_in_a_fresh_adapter_continues_the_conversation() {
     let mut replay = vec![];
     while !(user_text(&replay).contains("Say hello") && agent_text(&replay).contains(DEFAULT_REPLY))
     {
-        next_matching(
-            &mut second.events,
-            &mut replay,
-            "replayed history",
-            |_| true,
-        )
+        next_matching(&mut second.events, &mut replay, "replayed history", |_| {
+            true
+        })
         .await;
     }
     assert!(

@@ -1,0 +1,226 @@
+//! The real `ag serve` process: kill -9 while sessions stream, restart, nothing acknowledged is
+//! lost; allowedWorkDirs hot reload.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aegis_e2e::read_sse;
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    /// Graceful stop (SIGTERM), then SIGKILL if it does not exit within 10 s.
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn write_config(path: &Path, port: u16, state: &Path, allowed: &[&Path]) {
+    let allowed: Vec<String> = allowed.iter().map(|p| format!("\"{}\"", p.display())).collect();
+    let cfg = format!(
+        "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n",
+        state.display(),
+        allowed.join(", "),
+        aegis_testkit::bins::scripted_agent().display(),
+        state.join("scripted").display(),
+    );
+    // Write then rename, like an editor.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, cfg).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn start(config: &Path, port: u16, log: &Path) -> Server {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = Command::new(aegis_testkit::bins::ag())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("AEGIS_PORT")
+        .env_remove("AEGIS_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn ag serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/v1/health")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "server did not come up: {}", std::fs::read_to_string(log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base }
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Wait until every session is settled: idle (re-attached) or interrupted and resumable.
+async fn wait_settled(base: &str, ids: &[String]) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut out = BTreeMap::new();
+        let mut settled = true;
+        for id in ids {
+            let s = get(base, &format!("/v1/sessions/{id}")).await;
+            let st = s["status"].as_str().unwrap_or("?").to_owned();
+            let ok = st == "idle" || (st == "interrupted" && s["resumable"] == true);
+            settled &= ok;
+            out.insert(id.clone(), st);
+        }
+        if settled {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "sessions stuck after restart: {out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("config.yaml");
+    write_config(&cfg, port, &state, &[&work]);
+    let log = dir.path().join("server.log");
+
+    let mut received: Vec<Value> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let server = start(&cfg, port, &log).await;
+        let base = server.base.clone();
+        if round == 0 {
+            for _ in 0..5 {
+                let (st, v) = post(&base, "/v1/sessions", json!({"workDir": work, "prompt": "slow:100", "reuse": false})).await;
+                assert_eq!(st, 201, "{v}");
+                ids.push(v["id"].as_str().unwrap().to_owned());
+            }
+        } else {
+            let settled = wait_settled(&base, &ids).await;
+            assert!(settled.values().all(|s| s == "idle" || s == "interrupted"), "{settled:?}");
+            for id in &ids {
+                let (st, v) = post(&base, &format!("/v1/sessions/{id}/send"), json!({"text": "slow:100"})).await;
+                assert_eq!(st, 200, "{v}");
+            }
+        }
+        // Follow the global stream from what we already hold; kill -9 mid-stream.
+        let after = received.last().map_or(0, |e| e["globalSeq"].as_u64().unwrap());
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/v1/events?after={after}"))
+            .send()
+            .await
+            .unwrap();
+        let target = received.len() + 40;
+        let frames = read_sse(resp, Duration::from_secs(20), |f| {
+            f.iter().filter(|x| x.id.is_some()).count() + received.len() >= target
+        })
+        .await;
+        received.extend(frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data));
+        // kill -9 (std's Child::kill sends SIGKILL), no graceful path at all.
+        let mut server = server;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+    }
+
+    // Final restart: every event any client received is in the log, unchanged, ids dense.
+    let server = start(&cfg, port, &log).await;
+    let base = server.base.clone();
+    wait_settled(&base, &ids).await;
+    let mut by_session: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut after = 0;
+    let mut stored: HashMap<u64, Value> = HashMap::new();
+    loop {
+        let page = get(&base, &format!("/v1/events/log?after={after}&limit=1000")).await;
+        let evs = page["events"].as_array().unwrap().clone();
+        if evs.is_empty() {
+            break;
+        }
+        for e in evs {
+            let seq = e["globalSeq"].as_u64().unwrap();
+            after = seq;
+            if let Some(sid) = e["sessionId"].as_str() {
+                by_session.entry(sid.to_owned()).or_default().push(e["id"].as_u64().unwrap());
+            }
+            assert!(stored.insert(seq, e).is_none(), "duplicate globalSeq {seq}");
+        }
+    }
+    for e in &received {
+        let seq = e["globalSeq"].as_u64().unwrap();
+        let kept = stored.get(&seq).unwrap_or_else(|| panic!("received event {seq} is gone after restart"));
+        assert_eq!(kept, e, "event {seq} changed after restart");
+    }
+    for (sid, ids) in &by_session {
+        assert_eq!(*ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "ids of {sid} not dense");
+    }
+    assert!(received.len() >= 100, "only {} events observed", received.len());
+    // Graceful stop.
+    drop(server);
+}
+
+#[tokio::test]
+async fn allowed_workdirs_hot_reload_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("config.yaml");
+    write_config(&cfg, port, &state, &[&a]);
+    let server = start(&cfg, port, &dir.path().join("server.log")).await;
+    let base = server.base.clone();
+    let (st, e) = post(&base, "/v1/sessions", json!({"workDir": b})).await;
+    assert_eq!(st, 400);
+    assert_eq!(e["code"], "INVALID_WORKDIR");
+    write_config(&cfg, port, &state, &[&a, &b]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _) = post(&base, "/v1/sessions", json!({"workDir": b})).await;
+        if st == 201 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "allowedWorkDirs change was not picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
