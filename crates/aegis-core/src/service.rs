@@ -741,7 +741,7 @@ impl SessionService {
         let total = rows.len() as u64;
         let limit = q.limit.max(1);
         let page = q.page.max(1);
-        let skip = usize::try_from((page - 1) * limit).unwrap_or(usize::MAX);
+        let skip = usize::try_from((page - 1).saturating_mul(limit)).unwrap_or(usize::MAX);
         let sessions = rows
             .into_iter()
             .skip(skip)
@@ -1097,13 +1097,13 @@ impl SessionService {
             }));
         }
         let total = matching.len() as u64;
-        let skip = usize::try_from((page.max(1) - 1) * limit).unwrap_or(usize::MAX);
+        let skip = usize::try_from((page.max(1) - 1).saturating_mul(limit)).unwrap_or(usize::MAX);
         let messages: Vec<TranscriptEntry> = matching
             .into_iter()
             .skip(skip)
             .take(usize::try_from(limit).unwrap_or(50))
             .collect();
-        let has_more = (page.max(1) * limit) < total;
+        let has_more = page.max(1).saturating_mul(limit) < total;
         Ok(json!({"messages": messages, "total": total, "page": page, "limit": limit, "hasMore": has_more}))
     }
 
@@ -1377,7 +1377,7 @@ impl SessionService {
         }
         rows.sort_by_key(|r| r.created_at);
         let total = rows.len() as u64;
-        let skip = usize::try_from((page.max(1) - 1) * limit).unwrap_or(usize::MAX);
+        let skip = usize::try_from((page.max(1) - 1).saturating_mul(limit)).unwrap_or(usize::MAX);
         let items: Vec<Value> = rows
             .iter()
             .skip(skip)
