@@ -88,6 +88,21 @@ pub enum Cmd {
         model: Option<String>,
         reply: oneshot::Sender<CoreResult<Option<SendResponse>>>,
     },
+    /// Diagnostics of the agent process.
+    Debug {
+        reply: oneshot::Sender<Value>,
+    },
+    SetProfile {
+        profile: aegis_api_types::PermissionProfile,
+        reply: oneshot::Sender<CoreResult<Value>>,
+    },
+    AddChild {
+        child: String,
+    },
+    /// The agent ignored a cancel: stop it and reattach the conversation.
+    ForceRestart {
+        reply: oneshot::Sender<CoreResult<bool>>,
+    },
     /// Stop the actor's agent for server shutdown (policy `stop` or no supervisor).
     Shutdown {
         mark_interrupted: bool,
@@ -104,6 +119,7 @@ pub struct Snapshot {
     pub available_commands: Vec<aegis_domain::AvailableCommand>,
     pub pending: Vec<PermissionRequest>,
     pub counters: record::Counters,
+    pub permission_profile: Option<aegis_api_types::PermissionProfile>,
 }
 
 /// The handle the service keeps per session.
@@ -176,6 +192,8 @@ pub struct Actor {
     events: Vec<NewEvent>,
     dirty_entries: Vec<TranscriptEntry>,
     turn_usage: Option<aegis_domain::Usage>,
+    awaiting_first_update: bool,
+    turn_started_at: Option<u64>,
 }
 
 fn transition_error(e: TransitionError) -> CoreError {
@@ -264,6 +282,8 @@ impl Actor {
             events: Vec::new(),
             dirty_entries: Vec::new(),
             turn_usage: None,
+            awaiting_first_update: false,
+            turn_started_at: None,
         }
     }
 
@@ -344,6 +364,7 @@ impl Actor {
             available_commands: self.rec.available_commands.clone(),
             pending: self.rec.pending.clone(),
             counters: self.rec.counters.clone(),
+            permission_profile: self.rec.permission_profile.clone(),
         };
         *self
             .handle
@@ -452,6 +473,8 @@ impl Actor {
             }
             DomainEvent::TurnStarted { turn_id, prompt_id } => {
                 self.rec.counters.turns += 1;
+                self.awaiting_first_update = true;
+                self.turn_started_at = Some(now);
                 self.turn_usage = None;
                 self.emit(
                     "turn",
@@ -466,6 +489,9 @@ impl Actor {
                 reason,
                 error,
             } => {
+                if let Some(started) = self.turn_started_at.take() {
+                    self.rec.counters.turn_duration_ms.record(now.saturating_sub(started));
+                }
                 self.emit(
                     "turn",
                     json!({"phase": "ended", "turnId": turn_id.to_string(), "promptId": prompt_id.to_string(),
@@ -536,6 +562,12 @@ impl Actor {
 
     /// Record a permission request that left the pending set.
     fn finish_permission(&mut self, p: PermissionRequest, now: u64) {
+        if p.decision.is_some() && p.status == aegis_domain::PermissionStatus::Resolved {
+            self.rec
+                .counters
+                .permission_response_ms
+                .record(now.saturating_sub(p.created_at));
+        }
         if let Some(agent) = &mut self.agent {
             agent.keys.retain(|_, r| *r != p.request_id);
         }
@@ -743,6 +775,13 @@ impl Actor {
             }
             self.update_stall_deadline();
         }
+        if let (RuntimeEvent::Update { .. }, Some(turn)) = (&ev, &self.rec.state.turn) {
+            if self.awaiting_first_update {
+                self.awaiting_first_update = false;
+                let ms = now.saturating_sub(turn.started_at_ms);
+                self.rec.counters.prompt_first_update_ms.record(ms);
+            }
+        }
         match ev {
             RuntimeEvent::Update { update, .. } => self.on_update(update, now),
             RuntimeEvent::PermissionRequested {
@@ -835,10 +874,30 @@ impl Actor {
             SessionUpdate::UserMessageChunk { .. } => {}
             SessionUpdate::ToolCall(call) => {
                 self.rec.counters.tool_calls += 1;
+                let name = call
+                    .tool_name
+                    .clone()
+                    .unwrap_or_else(|| call.tool_kind.as_str().to_owned());
+                let t = self.rec.counters.tools.entry(name).or_default();
+                if t.count == 0 {
+                    t.first_used_at = now;
+                    t.kind = call.tool_kind.as_str().to_owned();
+                }
+                t.count += 1;
+                t.last_used_at = now;
                 let entries = self.rec.transcript.tool_call(call, turn, now);
                 self.emit_entries(entries);
             }
             SessionUpdate::ToolCallUpdate(patch) => {
+                if patch.status == Some(aegis_domain::ToolCallStatus::Failed) {
+                    if let Some(known) = self.rec.transcript.known_tool(&patch.tool_call_id) {
+                        let name = known
+                            .tool_name
+                            .clone()
+                            .unwrap_or_else(|| known.tool_kind.as_str().to_owned());
+                        self.rec.counters.tools.entry(name).or_default().errors += 1;
+                    }
+                }
                 let entries = self.rec.transcript.tool_update(&patch, turn, now);
                 self.emit_entries(entries);
             }
@@ -1515,6 +1574,54 @@ impl Actor {
                     Err(e) => Err(transition_error(e)),
                 };
                 let _ = reply.send(r);
+            }
+            Cmd::Debug { reply } => {
+                let _ = reply.send(json!({
+                    "agent": self.rec.agent,
+                    "pid": self.rec.pid,
+                    "supervisorPid": Value::Null,
+                    "exit": self.rec.exit,
+                    "stderrTail": self.agent.as_ref().map(|a| a.handle.stderr_tail())
+                        .or_else(|| self.rec.exit.as_ref().map(|e| e.stderr_tail.clone()))
+                        .unwrap_or_default(),
+                    "lastRpcError": self.rec.last_error,
+                    "pendingRpc": [],
+                    "agentInfo": self.rec.agent_info,
+                    "spoolBytes": 0,
+                }));
+            }
+            Cmd::SetProfile { profile, reply } => {
+                self.rec.permission_profile = Some(profile.clone());
+                let r = self
+                    .commit()
+                    .await
+                    .map(|_| json!({"permissionProfile": profile}));
+                let _ = reply.send(r);
+            }
+            Cmd::ForceRestart { reply } => {
+                if self.rec.state.turn.is_none() || !self.rec.state.status.is_live() {
+                    let _ = reply.send(Ok(false));
+                    return true;
+                }
+                // Detach the event stream first so the exit is not taken for a crash.
+                if let Some(agent) = self.agent.take() {
+                    let handle = agent.handle.clone();
+                    tokio::spawn(async move {
+                        handle.shutdown(Duration::from_millis(500)).await;
+                    });
+                }
+                let _ = self.apply(Input::AgentLost {
+                    reason: "force_cancel".into(),
+                });
+                self.start_agent(StartMode::Reattach);
+                let r = self.commit().await.map(|_| true);
+                let _ = reply.send(r);
+            }
+            Cmd::AddChild { child } => {
+                if !self.rec.children.contains(&child) {
+                    self.rec.children.push(child);
+                    let _ = self.commit().await;
+                }
             }
             Cmd::Patch { req, reply } => {
                 let r = self.patch(req).await;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod principal;
 mod actor;
 pub mod bus;
+pub mod extra;
 pub mod policy;
 pub mod record;
 pub mod service;

@@ -25,6 +25,55 @@ pub struct Counters {
     pub rejections: u64,
     pub messages: u64,
     pub status_changes: Vec<String>,
+    #[serde(default)]
+    pub permission_response_ms: LatencyStats,
+    #[serde(default)]
+    pub prompt_first_update_ms: LatencyStats,
+    #[serde(default)]
+    pub turn_duration_ms: LatencyStats,
+    /// Tool usage by tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolStats>,
+}
+
+/// min/max/avg/count of a latency, plus the last sample.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyStats {
+    pub min: u64,
+    pub max: u64,
+    pub sum: u64,
+    pub count: u64,
+    pub last: Option<u64>,
+}
+
+impl LatencyStats {
+    pub fn record(&mut self, ms: u64) {
+        self.min = if self.count == 0 { ms } else { self.min.min(ms) };
+        self.max = self.max.max(ms);
+        self.sum = self.sum.saturating_add(ms);
+        self.count += 1;
+        self.last = Some(ms);
+    }
+
+    /// `{min, max, avg, count}` or null when empty.
+    pub fn summary(&self) -> Value {
+        if self.count == 0 {
+            return Value::Null;
+        }
+        json!({"min": self.min, "max": self.max, "avg": self.sum / self.count, "count": self.count})
+    }
+}
+
+/// Usage of one tool in a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolStats {
+    pub kind: String,
+    pub count: u64,
+    pub errors: u64,
+    pub first_used_at: u64,
+    pub last_used_at: u64,
 }
 
 /// Everything persisted about one session (written on every transition).

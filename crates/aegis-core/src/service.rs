@@ -379,6 +379,7 @@ impl SessionService {
                 available_commands: rec.available_commands.clone(),
                 pending: rec.pending.clone(),
                 counters: rec.counters.clone(),
+                permission_profile: rec.permission_profile.clone(),
             })),
         });
         let actor = Actor::new(self.shared.clone(), rec, handle.clone());
@@ -400,7 +401,7 @@ impl SessionService {
         &self.shared
     }
 
-    fn lookup(&self, p: &Principal, id: &str) -> CoreResult<Arc<SessionHandle>> {
+    pub(crate) fn lookup(&self, p: &Principal, id: &str) -> CoreResult<Arc<SessionHandle>> {
         let sid = parse_session_id(id)?;
         let h = read(&self.sessions)
             .get(&sid)
@@ -428,7 +429,7 @@ impl SessionService {
             .map_err(|_| CoreError::internal("the session actor stopped"))?
     }
 
-    fn visible(&self, p: &Principal) -> Vec<Arc<SessionHandle>> {
+    pub(crate) fn visible(&self, p: &Principal) -> Vec<Arc<SessionHandle>> {
         read(&self.sessions)
             .values()
             .filter(|h| p.sees_tenant(&h.tenant_id))
@@ -915,8 +916,7 @@ impl SessionService {
         let mut restarted = false;
         if force && !ended {
             // The agent ignored the cancel: kill it and reattach the conversation.
-            restarted = true;
-            let _ = self.shared.config();
+            restarted = self.call(p, id, |reply| Cmd::ForceRestart { reply }).await?;
         }
         Ok(json!({"ok": true, "droppedPrompts": dropped, "turnEnded": ended, "restarted": restarted}))
     }
