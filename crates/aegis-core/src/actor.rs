@@ -14,8 +14,8 @@ use aegis_api_types::{
 use aegis_domain::{
     Decision, DecisionOutcome, DecisionVia, DomainEvent, Input, PermissionAnswer,
     PermissionRequest, PromptId, PromptSource, QueuedPrompt, RequestId, SessionStatus,
-    TransitionError, TurnId, choose_approve_option, choose_reject_option,
-    policy_allow_option, policy_deny_option, transition,
+    TransitionError, TurnId, choose_approve_option, choose_reject_option, policy_allow_option,
+    policy_deny_option, transition,
 };
 use aegis_runtime::{
     AgentHandle, AgentSpec, ExitInfo, PermissionKey, RuntimeError, RuntimeEvent, SessionOpen,
@@ -234,8 +234,10 @@ fn rate_limit_signal(e: &aegis_runtime::RpcError, now: u64) -> Option<Option<u64
         .and_then(Value::as_str)
         .unwrap_or("");
     let msg = e.message.to_lowercase();
-    let is = matches!(kind, "rate_limit" | "rate_limited" | "usage_limit" | "quota_exceeded")
-        || msg.contains("429")
+    let is = matches!(
+        kind,
+        "rate_limit" | "rate_limited" | "usage_limit" | "quota_exceeded"
+    ) || msg.contains("429")
         || msg.contains("rate limit")
         || msg.contains("usage limit");
     if !is {
@@ -332,10 +334,17 @@ impl Actor {
         for e in std::mem::take(&mut self.dirty_entries) {
             let doc = serde_json::to_value(&e).unwrap_or(Value::Null);
             store
-                .put_doc(collections::TRANSCRIPT, &sid, &entry_key(e.entry_id), &doc, None)
+                .put_doc(
+                    collections::TRANSCRIPT,
+                    &sid,
+                    &entry_key(e.entry_id),
+                    &doc,
+                    None,
+                )
                 .await?;
         }
-        let doc = serde_json::to_value(&self.rec).map_err(|e| CoreError::internal(e.to_string()))?;
+        let doc =
+            serde_json::to_value(&self.rec).map_err(|e| CoreError::internal(e.to_string()))?;
         store
             .put_doc(collections::SESSIONS, "", &sid, &doc, None)
             .await?;
@@ -394,7 +403,10 @@ impl Actor {
                 reason,
                 detail,
             } => {
-                self.rec.counters.status_changes.push(to.as_str().to_owned());
+                self.rec
+                    .counters
+                    .status_changes
+                    .push(to.as_str().to_owned());
                 if to.is_terminal() {
                     self.rec.ended_at = Some(now);
                 }
@@ -490,7 +502,10 @@ impl Actor {
                 error,
             } => {
                 if let Some(started) = self.turn_started_at.take() {
-                    self.rec.counters.turn_duration_ms.record(now.saturating_sub(started));
+                    self.rec
+                        .counters
+                        .turn_duration_ms
+                        .record(now.saturating_sub(started));
                 }
                 self.emit(
                     "turn",
@@ -552,7 +567,9 @@ impl Actor {
                 // The agent is still there: tell it.
                 if let Some(agent) = &self.agent {
                     if let Some((key, _)) = agent.keys.iter().find(|(_, r)| **r == *id) {
-                        let _ = agent.handle.answer_permission(*key, PermissionAnswer::Cancelled);
+                        let _ = agent
+                            .handle
+                            .answer_permission(*key, PermissionAnswer::Cancelled);
                     }
                 }
             }
@@ -697,7 +714,11 @@ impl Actor {
                     json!({"phase": if reattach {"reattached"} else {"ready"}, "pid": self.rec.pid,
                            "agentInfo": self.rec.agent_info}),
                 );
-                let subtype = if reattach { "agent_reattached" } else { "agent_started" };
+                let subtype = if reattach {
+                    "agent_reattached"
+                } else {
+                    "agent_started"
+                };
                 let entries = self.rec.transcript.system(
                     subtype,
                     format!(
@@ -711,7 +732,11 @@ impl Actor {
                     now,
                 );
                 self.emit_entries(entries);
-                let input = if reattach { Input::Reattached } else { Input::Ready };
+                let input = if reattach {
+                    Input::Reattached
+                } else {
+                    Input::Ready
+                };
                 if let Err(e) = self.apply(input) {
                     tracing::warn!(session = %self.rec.id, error = %e, "start transition refused");
                 }
@@ -792,10 +817,7 @@ impl Actor {
                 ..
             } => self.on_permission(key, rpc_id, tool_call, options, now),
             RuntimeEvent::PermissionWithdrawn { key } => {
-                let req = self
-                    .agent
-                    .as_mut()
-                    .and_then(|a| a.keys.remove(&key));
+                let req = self.agent.as_mut().and_then(|a| a.keys.remove(&key));
                 if let Some(req) = req {
                     if let Some(pos) = self.rec.pending.iter().position(|p| p.request_id == req) {
                         let mut p = self.rec.pending.remove(pos);
@@ -915,13 +937,19 @@ impl Actor {
                     self.rec.usage.cost_usd = Some(cost);
                     self.rec.usage.cost_source = Some("agent".into());
                 }
-                self.turn_usage.get_or_insert_with(Default::default).context_used = u.context_used;
+                self.turn_usage
+                    .get_or_insert_with(Default::default)
+                    .context_used = u.context_used;
             }
             SessionUpdate::CurrentMode { mode_id } => {
-                if policy::MODES.contains(&mode_id.as_str()) && mode_id != self.rec.permission_mode {
+                if policy::MODES.contains(&mode_id.as_str()) && mode_id != self.rec.permission_mode
+                {
                     self.rec.permission_mode = mode_id.clone();
                     self.rec.mode_emulated = false;
-                    self.emit("config", json!({"permissionMode": mode_id, "modeEmulated": false}));
+                    self.emit(
+                        "config",
+                        json!({"permissionMode": mode_id, "modeEmulated": false}),
+                    );
                     let e = self.rec.transcript.system(
                         "mode_change",
                         format!("Mode changed to {mode_id}"),
@@ -950,7 +978,14 @@ impl Actor {
         }
     }
 
-    fn text(&mut self, kind: TextKind, message_id: Option<String>, text: &str, turn: Option<String>, now: u64) {
+    fn text(
+        &mut self,
+        kind: TextKind,
+        message_id: Option<String>,
+        text: &str,
+        turn: Option<String>,
+        now: u64,
+    ) {
         let (entries, entry_id) =
             self.rec
                 .transcript
@@ -1072,7 +1107,11 @@ impl Actor {
                     at: now,
                     reason: Some(format!(
                         "{} by policy",
-                        if verdict == Verdict::Allow { "allowed" } else { "denied" }
+                        if verdict == Verdict::Allow {
+                            "allowed"
+                        } else {
+                            "denied"
+                        }
                     )),
                 });
                 self.rec.counters.auto_approvals += u64::from(verdict == Verdict::Allow);
@@ -1136,7 +1175,8 @@ impl Actor {
                     // Give the exit watcher a moment to report (bounded by the runtime's 1 s).
                     if let Some(agent) = &mut self.agent {
                         if let Ok(Some(ev)) =
-                            tokio::time::timeout(Duration::from_millis(1500), agent.events.recv()).await
+                            tokio::time::timeout(Duration::from_millis(1500), agent.events.recv())
+                                .await
                         {
                             Box::pin(self.on_runtime_event(ev)).await;
                         }
@@ -1202,14 +1242,7 @@ impl Actor {
     }
 
     async fn drain_runtime_events(&mut self) {
-        loop {
-            let ev = match self.agent.as_mut() {
-                Some(a) => match a.events.try_recv() {
-                    Ok(ev) => ev,
-                    Err(_) => break,
-                },
-                None => break,
-            };
+        while let Some(ev) = self.agent.as_mut().and_then(|a| a.events.try_recv().ok()) {
             Box::pin(self.on_runtime_event(ev)).await;
         }
     }
@@ -1219,17 +1252,18 @@ impl Actor {
     fn find_target(&self, request_id: Option<&str>) -> CoreResult<usize> {
         match request_id {
             Some(rid) => {
-                let rid = RequestId::parse(rid).map_err(|_| {
-                    CoreError::validation("requestId", "must be a UUID")
-                })?;
+                let rid = RequestId::parse(rid)
+                    .map_err(|_| CoreError::validation("requestId", "must be a UUID"))?;
                 if let Some(pos) = self.rec.pending.iter().position(|p| p.request_id == rid) {
                     return Ok(pos);
                 }
                 match self.shared.permission_lookup(&rid) {
-                    Some(p) if p.status == aegis_domain::PermissionStatus::Expired => Err(CoreError::new(
-                        ErrorKind::RequestExpired,
-                        "the permission request expired because its agent is gone; resume the session",
-                    )),
+                    Some(p) if p.status == aegis_domain::PermissionStatus::Expired => {
+                        Err(CoreError::new(
+                            ErrorKind::RequestExpired,
+                            "the permission request expired because its agent is gone; resume the session",
+                        ))
+                    }
                     Some(p) => Err(CoreError::new(
                         ErrorKind::AlreadyResolved,
                         "the permission request was already answered",
@@ -1253,6 +1287,7 @@ impl Actor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &mut self,
         approve: bool,
@@ -1332,7 +1367,11 @@ impl Actor {
         })
     }
 
-    fn enqueue(&mut self, text: String, source: PromptSource) -> Result<SendResponse, TransitionError> {
+    fn enqueue(
+        &mut self,
+        text: String,
+        source: PromptSource,
+    ) -> Result<SendResponse, TransitionError> {
         let prompt = QueuedPrompt {
             prompt_id: PromptId::new(),
             text,
@@ -1511,7 +1550,11 @@ impl Actor {
                 }
                 let had_turn = self.rec.state.turn.is_some();
                 let queued = self.rec.state.queue.len();
-                let input = if drop_queue { Input::Cancel } else { Input::Interrupt };
+                let input = if drop_queue {
+                    Input::Cancel
+                } else {
+                    Input::Interrupt
+                };
                 let r = match self.apply(input) {
                     Ok(()) => {
                         let waiter = if had_turn && self.rec.state.turn.is_some() {
@@ -1532,7 +1575,9 @@ impl Actor {
                 let r = match self.apply(Input::Pause { reason }) {
                     Ok(()) => {
                         let _ = by;
-                        self.commit().await.map(|_| json!({"ok": true, "paused": true}))
+                        self.commit()
+                            .await
+                            .map(|_| json!({"ok": true, "paused": true}))
                     }
                     Err(e) => Err(transition_error(e)),
                 };
@@ -1554,9 +1599,9 @@ impl Actor {
                         if self.agent.is_none() {
                             self.starting = false;
                         }
-                        self.commit().await.map(|_| {
-                            json!({"ok": true, "status": self.rec.state.status.as_str()})
-                        })
+                        self.commit()
+                            .await
+                            .map(|_| json!({"ok": true, "status": self.rec.state.status.as_str()}))
                     }
                     Err(TransitionError::AlreadyEnded { status }) => {
                         Ok(json!({"ok": true, "status": status.as_str()}))
@@ -1569,7 +1614,9 @@ impl Actor {
                 let r = match self.apply(Input::Close) {
                     Ok(()) => {
                         self.stop_agent_in_background();
-                        self.commit().await.map(|_| json!({"ok": true, "status": "completed"}))
+                        self.commit()
+                            .await
+                            .map(|_| json!({"ok": true, "status": "completed"}))
                     }
                     Err(e) => Err(transition_error(e)),
                 };
@@ -1686,13 +1733,23 @@ impl Actor {
         } else {
             None
         };
-        if let (Some(agent), Some(sid), Some(target)) = (&self.agent, &self.rec.acp_session_id, target) {
-            agent.handle.set_mode(sid, target).await.map_err(|e| match e {
-                RuntimeError::Timeout { .. } => CoreError::new(ErrorKind::AgentTimeout, e.to_string()),
-                RuntimeError::Rpc(rpc) => CoreError::new(ErrorKind::AgentError, rpc.message.clone())
-                    .with_details(json!({"rpc": rpc})),
-                other => CoreError::new(ErrorKind::AgentError, other.to_string()),
-            })?;
+        if let (Some(agent), Some(sid), Some(target)) =
+            (&self.agent, &self.rec.acp_session_id, target)
+        {
+            agent
+                .handle
+                .set_mode(sid, target)
+                .await
+                .map_err(|e| match e {
+                    RuntimeError::Timeout { .. } => {
+                        CoreError::new(ErrorKind::AgentTimeout, e.to_string())
+                    }
+                    RuntimeError::Rpc(rpc) => {
+                        CoreError::new(ErrorKind::AgentError, rpc.message.clone())
+                            .with_details(json!({"rpc": rpc}))
+                    }
+                    other => CoreError::new(ErrorKind::AgentError, other.to_string()),
+                })?;
         }
         self.rec.permission_mode = mode.to_owned();
         self.rec.mode_emulated = !native && !modes.is_empty() && mode != "default";
@@ -1786,7 +1843,8 @@ impl Actor {
                 "reattaching"
             }
             SessionStatus::RateLimited => {
-                self.apply(Input::ResumeRequested).map_err(transition_error)?;
+                self.apply(Input::ResumeRequested)
+                    .map_err(transition_error)?;
                 "retrying"
             }
             _ if self.rec.state.paused => {
@@ -1855,8 +1913,8 @@ impl Actor {
         }
         self.rec.pid = None;
         let caps = self.rec.agent_info.as_ref().map(|a| a.capabilities.clone());
-        self.rec.resumable = self.rec.acp_session_id.is_some()
-            && caps.is_some_and(|c| c.resume || c.load_session);
+        self.rec.resumable =
+            self.rec.acp_session_id.is_some() && caps.is_some_and(|c| c.resume || c.load_session);
         self.commit().await?;
         if auto_reattach && self.rec.resumable {
             self.start_agent(StartMode::Reattach);
@@ -2000,7 +2058,12 @@ pub fn entry_key(entry_id: u64) -> String {
     format!("{entry_id:020}")
 }
 
-fn start_failure(reason: &str, message: String, exit: Option<ExitInfo>, reattach: bool) -> StartResult {
+fn start_failure(
+    reason: &str,
+    message: String,
+    exit: Option<ExitInfo>,
+    reattach: bool,
+) -> StartResult {
     StartResult::Failed {
         reason: reason.to_owned(),
         message,
@@ -2091,7 +2154,10 @@ async fn start_agent_task(shared: Arc<Shared>, rec: SessionRecord, mode: StartMo
         }
     };
     let is_load = matches!(open, SessionOpen::Load { .. });
-    let started = match handle.open_session(open, cwd, rec.mcp_servers.clone()).await {
+    let started = match handle
+        .open_session(open, cwd, rec.mcp_servers.clone())
+        .await
+    {
         Ok(s) => s,
         Err(RuntimeError::Rpc(rpc)) if rpc.code == -32000 => {
             return fail(
@@ -2145,7 +2211,10 @@ async fn start_agent_task(shared: Arc<Shared>, rec: SessionRecord, mode: StartMo
         if wanted != "default" && !policy::emulable(wanted) {
             return fail(
                 "mode_unsupported",
-                format!("agent `{}` has no modes; `{wanted}` cannot be emulated", rec.agent),
+                format!(
+                    "agent `{}` has no modes; `{wanted}` cannot be emulated",
+                    rec.agent
+                ),
             )
             .await;
         }

@@ -16,40 +16,175 @@ use crate::{CoreError, CoreResult, ErrorKind, Principal, SessionService};
 
 /// The 34 MCP tools: (name, category, role, description).
 pub const MCP_TOOLS: [(&str, &str, &str, &str); 34] = [
-    ("list_sessions", "session", "viewer", "List sessions visible to the caller"),
-    ("get_status", "session", "viewer", "A session with its health"),
-    ("get_transcript", "session", "viewer", "Recent transcript entries"),
-    ("send_message", "session", "operator", "Send a follow-up prompt (queued if busy)"),
-    ("create_session", "session", "operator", "Create (or reuse) a session"),
+    (
+        "list_sessions",
+        "session",
+        "viewer",
+        "List sessions visible to the caller",
+    ),
+    (
+        "get_status",
+        "session",
+        "viewer",
+        "A session with its health",
+    ),
+    (
+        "get_transcript",
+        "session",
+        "viewer",
+        "Recent transcript entries",
+    ),
+    (
+        "send_message",
+        "session",
+        "operator",
+        "Send a follow-up prompt (queued if busy)",
+    ),
+    (
+        "create_session",
+        "session",
+        "operator",
+        "Create (or reuse) a session",
+    ),
     ("kill_session", "session", "admin", "Stop a session"),
-    ("approve_permission", "session", "operator", "Approve the pending permission request"),
-    ("reject_permission", "session", "operator", "Reject the pending permission request"),
-    ("escape_session", "session", "operator", "Dismiss pending prompts, or interrupt"),
-    ("interrupt_session", "session", "operator", "Cancel the running turn"),
-    ("send_command", "session", "operator", "Send a slash command"),
-    ("server_health", "monitoring", "viewer", "Server status, version, sessions, agents"),
-    ("get_session_metrics", "monitoring", "viewer", "Counts, tokens and cost of a session"),
-    ("get_session_summary", "monitoring", "viewer", "Last messages and key facts"),
-    ("get_session_latency", "monitoring", "viewer", "Permission, first-update and turn latencies"),
-    ("get_swarm", "monitoring", "viewer", "Agent process snapshot"),
-    ("batch_create_sessions", "pipelines", "operator", "Create many sessions at once"),
-    ("create_pipeline", "pipelines", "operator", "Create a staged pipeline"),
-    ("list_pipelines", "pipelines", "viewer", "Pipelines and their stages"),
+    (
+        "approve_permission",
+        "session",
+        "operator",
+        "Approve the pending permission request",
+    ),
+    (
+        "reject_permission",
+        "session",
+        "operator",
+        "Reject the pending permission request",
+    ),
+    (
+        "escape_session",
+        "session",
+        "operator",
+        "Dismiss pending prompts, or interrupt",
+    ),
+    (
+        "interrupt_session",
+        "session",
+        "operator",
+        "Cancel the running turn",
+    ),
+    (
+        "send_command",
+        "session",
+        "operator",
+        "Send a slash command",
+    ),
+    (
+        "server_health",
+        "monitoring",
+        "viewer",
+        "Server status, version, sessions, agents",
+    ),
+    (
+        "get_session_metrics",
+        "monitoring",
+        "viewer",
+        "Counts, tokens and cost of a session",
+    ),
+    (
+        "get_session_summary",
+        "monitoring",
+        "viewer",
+        "Last messages and key facts",
+    ),
+    (
+        "get_session_latency",
+        "monitoring",
+        "viewer",
+        "Permission, first-update and turn latencies",
+    ),
+    (
+        "get_swarm",
+        "monitoring",
+        "viewer",
+        "Agent process snapshot",
+    ),
+    (
+        "batch_create_sessions",
+        "pipelines",
+        "operator",
+        "Create many sessions at once",
+    ),
+    (
+        "create_pipeline",
+        "pipelines",
+        "operator",
+        "Create a staged pipeline",
+    ),
+    (
+        "list_pipelines",
+        "pipelines",
+        "viewer",
+        "Pipelines and their stages",
+    ),
     ("state_get", "state", "viewer", "Read a memory entry"),
     ("state_set", "state", "operator", "Write a memory entry"),
     ("state_delete", "state", "operator", "Delete a memory entry"),
-    ("acp_send_prompt", "acp", "operator", "Prompt with an idempotency key"),
-    ("acp_respond_approval", "acp", "operator", "Answer a permission request"),
-    ("acp_pause_session", "acp", "operator", "Stop dequeuing prompts"),
-    ("acp_resume_session", "acp", "operator", "Unpause, reattach or retry"),
-    ("acp_cancel_session", "acp", "operator", "Cancel the turn and drop the queue"),
-    ("acp_claim_driver", "acp", "operator", "Take exclusive control of a session"),
+    (
+        "acp_send_prompt",
+        "acp",
+        "operator",
+        "Prompt with an idempotency key",
+    ),
+    (
+        "acp_respond_approval",
+        "acp",
+        "operator",
+        "Answer a permission request",
+    ),
+    (
+        "acp_pause_session",
+        "acp",
+        "operator",
+        "Stop dequeuing prompts",
+    ),
+    (
+        "acp_resume_session",
+        "acp",
+        "operator",
+        "Unpause, reattach or retry",
+    ),
+    (
+        "acp_cancel_session",
+        "acp",
+        "operator",
+        "Cancel the turn and drop the queue",
+    ),
+    (
+        "acp_claim_driver",
+        "acp",
+        "operator",
+        "Take exclusive control of a session",
+    ),
     ("acp_release_driver", "acp", "operator", "Give up control"),
-    ("acp_transfer_driver", "acp", "operator", "Hand control to another principal"),
-    ("acp_get_events", "acp", "viewer", "Durable events of a session"),
+    (
+        "acp_transfer_driver",
+        "acp",
+        "operator",
+        "Hand control to another principal",
+    ),
+    (
+        "acp_get_events",
+        "acp",
+        "viewer",
+        "Durable events of a session",
+    ),
     ("acp_get_chat", "acp", "viewer", "The conversation only"),
     ("acp_get_timeline", "acp", "viewer", "Lifecycle events"),
-    ("acp_get_terminal_debug", "acp", "operator", "Agent stderr tail and diagnostics"),
+    (
+        "acp_get_terminal_debug",
+        "acp",
+        "operator",
+        "Agent stderr tail and diagnostics",
+    ),
 ];
 
 /// Resident memory (bytes) of every process in a process group.
@@ -97,7 +232,10 @@ impl SessionService {
         let h = self.lookup(p, id)?;
         let s = h.snapshot();
         let c = &s.counters;
-        let has = c.permission_response_ms.count + c.prompt_first_update_ms.count + c.turn_duration_ms.count > 0;
+        let has = c.permission_response_ms.count
+            + c.prompt_first_update_ms.count
+            + c.turn_duration_ms.count
+            > 0;
         Ok(json!({
             "sessionId": s.info.id,
             "realtime": has.then(|| json!({
@@ -200,10 +338,16 @@ impl SessionService {
         for (i, r) in profile.rules.iter().enumerate() {
             if let Some(c) = &r.constraints {
                 if c.paths.as_ref().is_some_and(|p| p.len() > 50) {
-                    return Err(CoreError::validation(&format!("rules[{i}].constraints.paths"), "at most 50 paths"));
+                    return Err(CoreError::validation(
+                        &format!("rules[{i}].constraints.paths"),
+                        "at most 50 paths",
+                    ));
                 }
                 if c.max_file_size.is_some_and(|m| m > 10_000_000) {
-                    return Err(CoreError::validation(&format!("rules[{i}].constraints.maxFileSize"), "at most 10000000"));
+                    return Err(CoreError::validation(
+                        &format!("rules[{i}].constraints.maxFileSize"),
+                        "at most 10000000",
+                    ));
                 }
             }
         }
@@ -242,7 +386,9 @@ impl SessionService {
             .into_iter()
             .map(|h| h.snapshot().info.clone())
             .filter(|i| {
-                filter.as_ref().is_none_or(|f| i.status.parse().is_ok_and(|st| f.matches(st)))
+                filter
+                    .as_ref()
+                    .is_none_or(|f| i.status.parse().is_ok_and(|st| f.matches(st)))
                     && owner.is_none_or(|o| i.owner_key_id == o)
                     && name.is_none_or(|n| i.name.to_lowercase().contains(&n.to_lowercase()))
                     && created_after.is_none_or(|t| i.created_at >= t)
@@ -265,8 +411,10 @@ impl SessionService {
                        "finalStatus": i.status})
             })
             .collect();
-        Ok(json!({"records": records, "pagination": {"page": page, "limit": limit, "total": total,
-                  "totalPages": total.div_ceil(limit.max(1))}}))
+        Ok(
+            json!({"records": records, "pagination": {"page": page, "limit": limit, "total": total,
+                  "totalPages": total.div_ceil(limit.max(1))}}),
+        )
     }
 
     /// `GET /v1/swarm`.
@@ -302,7 +450,13 @@ impl SessionService {
     }
 
     /// `POST …/spawn`: a child session with the parent's settings (never reused).
-    pub async fn spawn_child(&self, p: &Principal, id: &str, mut req: CreateSessionRequest, fork: bool) -> CoreResult<SessionInfo> {
+    pub async fn spawn_child(
+        &self,
+        p: &Principal,
+        id: &str,
+        mut req: CreateSessionRequest,
+        fork: bool,
+    ) -> CoreResult<SessionInfo> {
         let parent = self.get(p, id)?;
         if req.work_dir.is_empty() {
             req.work_dir = parent.work_dir.clone();
@@ -314,7 +468,12 @@ impl SessionService {
         req.reuse = Some(false);
         let (mut info, _) = self.create(p, req).await?;
         if let Ok(h) = self.lookup(p, id) {
-            let _ = h.cmd.send(Cmd::AddChild { child: info.id.clone() }).await;
+            let _ = h
+                .cmd
+                .send(Cmd::AddChild {
+                    child: info.id.clone(),
+                })
+                .await;
         }
         if fork {
             info.meta.insert("forkedFrom".into(), parent.id.clone());
@@ -335,8 +494,9 @@ impl SessionService {
             }
         };
         let scratch: PathBuf = cfg.state_dir.join("run").join("agent-check").join(name);
-        std::fs::create_dir_all(&scratch)
-            .map_err(|e| CoreError::internal(format!("cannot create {}: {e}", scratch.display())))?;
+        std::fs::create_dir_all(&scratch).map_err(|e| {
+            CoreError::internal(format!("cannot create {}: {e}", scratch.display()))
+        })?;
         let env = aegis_runtime::registry::agent_environment(
             cfg.server_env.clone(),
             &resolved,
@@ -361,12 +521,16 @@ impl SessionService {
                 ));
             }
             Err(e) => {
-                return Ok(json!({"ok": false, "durationMs": started.elapsed().as_millis() as u64, "error": e.to_string()}));
+                return Ok(
+                    json!({"ok": false, "durationMs": started.elapsed().as_millis() as u64, "error": e.to_string()}),
+                );
             }
         };
         let h = spawned.handle;
         let info = h.info();
-        let opened = h.open_session(SessionOpen::New, scratch.clone(), vec![]).await;
+        let opened = h
+            .open_session(SessionOpen::New, scratch.clone(), vec![])
+            .await;
         let result = match &opened {
             Ok(s) => {
                 let _ = h.close_session(&s.agent_session_id).await;
@@ -384,14 +548,29 @@ impl SessionService {
     }
 
     /// `POST …/verify`: run the verification commands in the session's workDir.
-    pub async fn verify(&self, p: &Principal, id: &str, commands: &[(String, String, Vec<String>, u64)]) -> CoreResult<(bool, Value)> {
+    pub async fn verify(
+        &self,
+        p: &Principal,
+        id: &str,
+        commands: &[(String, String, Vec<String>, u64)],
+    ) -> CoreResult<(bool, Value)> {
         let info = self.get(p, id)?;
         let dir = Path::new(&info.work_dir);
         let mut cmds: Vec<(String, String, Vec<String>, u64)> = commands.to_vec();
         if cmds.is_empty() && dir.join("package.json").is_file() {
             cmds = vec![
-                ("typecheck".into(), "npx".into(), vec!["tsc".into(), "--noEmit".into()], 120_000),
-                ("build".into(), "npm".into(), vec!["run".into(), "build".into()], 120_000),
+                (
+                    "typecheck".into(),
+                    "npx".into(),
+                    vec!["tsc".into(), "--noEmit".into()],
+                    120_000,
+                ),
+                (
+                    "build".into(),
+                    "npm".into(),
+                    vec!["run".into(), "build".into()],
+                    120_000,
+                ),
                 ("test".into(), "npm".into(), vec!["test".into()], 120_000),
             ];
         }
@@ -415,19 +594,33 @@ impl SessionService {
                 Ok(Ok(out)) => {
                     let good = out.status.success();
                     let text = String::from_utf8_lossy(&out.stdout);
-                    let tail: String = text.chars().rev().take(4000).collect::<Vec<_>>().into_iter().rev().collect();
+                    let tail: String = text
+                        .chars()
+                        .rev()
+                        .take(4000)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
                     json!({"name": name, "ok": good, "durationMs": t.elapsed().as_millis() as u64, "output": tail,
                            "error": (!good).then(|| String::from_utf8_lossy(&out.stderr).chars().take(4000).collect::<String>())})
                 }
-                Ok(Err(e)) => json!({"name": name, "ok": false, "durationMs": t.elapsed().as_millis() as u64, "error": e.to_string()}),
-                Err(_) => json!({"name": name, "ok": false, "durationMs": timeout_ms, "error": format!("timed out after {timeout_ms} ms")}),
+                Ok(Err(e)) => {
+                    json!({"name": name, "ok": false, "durationMs": t.elapsed().as_millis() as u64, "error": e.to_string()})
+                }
+                Err(_) => {
+                    json!({"name": name, "ok": false, "durationMs": timeout_ms, "error": format!("timed out after {timeout_ms} ms")})
+                }
             };
             ok &= step["ok"] == true;
             steps.push(step);
         }
         let passed = steps.iter().filter(|s| s["ok"] == true).count();
         let n = steps.len();
-        Ok((ok, json!({"ok": ok, "steps": steps, "totalDurationMs": total.elapsed().as_millis() as u64,
-                       "summary": format!("{passed}/{n} steps passed")})))
+        Ok((
+            ok,
+            json!({"ok": ok, "steps": steps, "totalDurationMs": total.elapsed().as_millis() as u64,
+                       "summary": format!("{passed}/{n} steps passed")}),
+        ))
     }
 }

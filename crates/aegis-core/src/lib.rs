@@ -5,12 +5,12 @@
 //! command and every agent event; readers use the snapshot the actor publishes after each
 //! change, so reads never wait for an agent.
 
-pub mod error;
-pub mod principal;
 mod actor;
 pub mod bus;
+pub mod error;
 pub mod extra;
 pub mod policy;
+pub mod principal;
 pub mod record;
 pub mod service;
 pub mod transcript;

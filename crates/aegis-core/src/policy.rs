@@ -117,7 +117,10 @@ pub fn evaluate_profile(profile: &PermissionProfile, call: &ToolCall) -> Option<
         }
         if let Some(c) = &rule.constraints {
             if c.read_only == Some(true)
-                && !matches!(call.tool_kind, ToolKind::Read | ToolKind::Search | ToolKind::Think | ToolKind::Fetch)
+                && !matches!(
+                    call.tool_kind,
+                    ToolKind::Read | ToolKind::Search | ToolKind::Think | ToolKind::Fetch
+                )
             {
                 continue;
             }
@@ -158,7 +161,10 @@ pub fn emulate_mode(mode: &str, call: &ToolCall, work_dir: &Path) -> Verdict {
         "bypassPermissions" => Verdict::Allow,
         "dontAsk" => Verdict::Deny,
         "acceptEdits" => {
-            let edit = matches!(call.tool_kind, ToolKind::Edit | ToolKind::Delete | ToolKind::Move);
+            let edit = matches!(
+                call.tool_kind,
+                ToolKind::Edit | ToolKind::Delete | ToolKind::Move
+            );
             let inside = !call.locations.is_empty()
                 && call
                     .locations
@@ -186,7 +192,10 @@ pub const MODES: [&str; 6] = [
 
 /// Whether `mode` can be emulated when the agent lacks it.
 pub fn emulable(mode: &str) -> bool {
-    matches!(mode, "default" | "bypassPermissions" | "acceptEdits" | "dontAsk" | "auto")
+    matches!(
+        mode,
+        "default" | "bypassPermissions" | "acceptEdits" | "dontAsk" | "auto"
+    )
 }
 
 #[cfg(test)]
@@ -234,8 +243,14 @@ mod tests {
                 },
             ],
         };
-        assert_eq!(evaluate_profile(&profile, &bash("rm -rf /x")), Some(Verdict::Deny));
-        assert_eq!(evaluate_profile(&profile, &bash("ls")), Some(Verdict::Allow));
+        assert_eq!(
+            evaluate_profile(&profile, &bash("rm -rf /x")),
+            Some(Verdict::Deny)
+        );
+        assert_eq!(
+            evaluate_profile(&profile, &bash("ls")),
+            Some(Verdict::Allow)
+        );
         let empty = PermissionProfile::default();
         assert_eq!(evaluate_profile(&empty, &bash("ls")), None);
     }
@@ -251,7 +266,10 @@ mod tests {
             }],
             ..ToolCall::default()
         };
-        assert_eq!(emulate_mode("acceptEdits", &call, dir.path()), Verdict::Allow);
+        assert_eq!(
+            emulate_mode("acceptEdits", &call, dir.path()),
+            Verdict::Allow
+        );
         call.locations[0].path = "/etc/passwd".into();
         assert_eq!(emulate_mode("acceptEdits", &call, dir.path()), Verdict::Ask);
         assert_eq!(emulate_mode("dontAsk", &call, dir.path()), Verdict::Deny);

@@ -49,7 +49,11 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     pub fn record(&mut self, ms: u64) {
-        self.min = if self.count == 0 { ms } else { self.min.min(ms) };
+        self.min = if self.count == 0 {
+            ms
+        } else {
+            self.min.min(ms)
+        };
         self.max = self.max.max(ms);
         self.sum = self.sum.saturating_add(ms);
         self.count += 1;
@@ -300,7 +304,13 @@ pub fn action_hints(base_url: &str, info: &SessionInfo) -> Option<Value> {
 }
 
 /// `SessionHealth` from a rendered session.
-pub fn health(info: &SessionInfo, agent_running: bool, last_agent: Option<u64>, now: u64, has_transcript: bool) -> SessionHealth {
+pub fn health(
+    info: &SessionInfo,
+    agent_running: bool,
+    last_agent: Option<u64>,
+    now: u64,
+    has_transcript: bool,
+) -> SessionHealth {
     let status: SessionStatus = info.status.parse().unwrap_or(SessionStatus::Crashed);
     let alive = status.is_live() && agent_running;
     SessionHealth {

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use aegis_api_types::{
-    AgentInfoDto, ApproveRequest, CreateSessionRequest, DecisionResponse, EventLogPage,
-    Pagination, PatchSessionRequest, PermissionProfile, PermissionRequestDto, PromptDelivery,
-    ReadCursor, ReadResponse, RejectRequest, SendResponse, SessionHealth, SessionInfo,
-    SessionList, TranscriptEntry,
+    AgentInfoDto, ApproveRequest, CreateSessionRequest, DecisionResponse, EventLogPage, Pagination,
+    PatchSessionRequest, PermissionProfile, PermissionRequestDto, PromptDelivery, ReadCursor,
+    ReadResponse, RejectRequest, SendResponse, SessionHealth, SessionInfo, SessionList,
+    TranscriptEntry,
 };
 use aegis_domain::time::iso8601_ms;
 use aegis_domain::{
@@ -75,7 +75,6 @@ pub struct EventFilter {
     /// `category=timeline`: every type except `message` and `message_delta`.
     pub timeline: bool,
 }
-
 
 /// Service settings (the hot-reloadable part is swapped whole by [`SessionService::reload`]).
 #[derive(Clone)]
@@ -206,7 +205,13 @@ impl Shared {
         write(&self.agent_cache).insert(name.to_owned(), (info.clone(), now_ms()));
     }
 
-    pub(crate) fn diagnostic(&self, level: &str, event: &str, session_id: Option<&str>, attributes: Value) {
+    pub(crate) fn diagnostic(
+        &self,
+        level: &str,
+        event: &str,
+        session_id: Option<&str>,
+        attributes: Value,
+    ) {
         let mut d = lock(&self.diagnostics);
         if d.len() >= 1000 {
             d.pop_front();
@@ -218,7 +223,9 @@ impl Shared {
     }
 
     pub(crate) fn count_unknown_update(&self, kind: &str) {
-        *lock(&self.unknown_updates).entry(kind.to_owned()).or_default() += 1;
+        *lock(&self.unknown_updates)
+            .entry(kind.to_owned())
+            .or_default() += 1;
     }
 
     pub(crate) fn session_ended(&self, rec: &SessionRecord) {
@@ -280,8 +287,10 @@ fn env_denied(name: &str) -> bool {
     if ENV_ALWAYS_ALLOWED.contains(&name) {
         return false;
     }
-    matches!(name, "PATH" | "HOME" | "NODE_OPTIONS" | "SHELL" | "USER" | "IFS")
-        || name.starts_with("LD_")
+    matches!(
+        name,
+        "PATH" | "HOME" | "NODE_OPTIONS" | "SHELL" | "USER" | "IFS"
+    ) || name.starts_with("LD_")
         || name.starts_with("DYLD_")
         || name.starts_with("AEGIS_")
         || name.starts_with("ANTHROPIC_")
@@ -300,7 +309,8 @@ impl SessionService {
         runtime: Arc<dyn AgentRuntime>,
     ) -> CoreResult<Arc<SessionService>> {
         let bus = EventBus::start(store.clone()).await?;
-        let roots = AllowedRoots::resolve(&config.allowed_workdirs, &config.home, &config.server_cwd);
+        let roots =
+            AllowedRoots::resolve(&config.allowed_workdirs, &config.home, &config.server_cwd);
         let shared = Arc::new(Shared {
             store: store.clone(),
             bus,
@@ -354,7 +364,9 @@ impl SessionService {
         let live = rec.state.status.is_live();
         let (handle, mut actor, rx) = self.make_actor(rec);
         if live {
-            actor.recover_after_restart(self.shared.config().auto_reattach).await?;
+            actor
+                .recover_after_restart(self.shared.config().auto_reattach)
+                .await?;
         }
         write(&self.sessions).insert(handle.id, handle);
         tokio::spawn(actor.run(rx));
@@ -388,7 +400,8 @@ impl SessionService {
 
     /// Apply a new configuration (hot reload): later requests see it.
     pub fn reload(&self, config: ServiceConfig) {
-        let roots = AllowedRoots::resolve(&config.allowed_workdirs, &config.home, &config.server_cwd);
+        let roots =
+            AllowedRoots::resolve(&config.allowed_workdirs, &config.home, &config.server_cwd);
         *write(&self.shared.roots) = Arc::new(roots);
         *write(&self.shared.config) = Arc::new(config);
     }
@@ -451,7 +464,11 @@ impl SessionService {
     }
 
     /// Create a session or reuse an idle one. Returns the session and whether it was reused.
-    pub async fn create(&self, p: &Principal, req: CreateSessionRequest) -> CoreResult<(SessionInfo, bool)> {
+    pub async fn create(
+        &self,
+        p: &Principal,
+        req: CreateSessionRequest,
+    ) -> CoreResult<(SessionInfo, bool)> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(CoreError::new(
                 ErrorKind::Draining,
@@ -468,8 +485,13 @@ impl SessionService {
         }
         if let Some(pr) = &req.prompt {
             if pr.chars().count() > 100_000 {
-                return Err(CoreError::new(ErrorKind::PayloadTooLarge, "prompt: at most 100000 characters")
-                    .with_details(json!([{"path": "prompt", "message": "at most 100000 characters"}])));
+                return Err(CoreError::new(
+                    ErrorKind::PayloadTooLarge,
+                    "prompt: at most 100000 characters",
+                )
+                .with_details(
+                    json!([{"path": "prompt", "message": "at most 100000 characters"}]),
+                ));
             }
         }
         if let Some(m) = &req.model {
@@ -492,13 +514,22 @@ impl SessionService {
         let env = req.env.clone().unwrap_or_default();
         for (k, v) in &env {
             if !env_name_ok(k) {
-                return Err(CoreError::validation(&format!("env.{k}"), "names must match ^[A-Z_][A-Z0-9_]*$"));
+                return Err(CoreError::validation(
+                    &format!("env.{k}"),
+                    "names must match ^[A-Z_][A-Z0-9_]*$",
+                ));
             }
             if env_denied(k) {
-                return Err(CoreError::validation(&format!("env.{k}"), "this variable may not be set per session"));
+                return Err(CoreError::validation(
+                    &format!("env.{k}"),
+                    "this variable may not be set per session",
+                ));
             }
             if v.is_empty() || v.len() > 8192 || v.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(CoreError::validation(&format!("env.{k}"), "values are 1-8192 bytes without control characters"));
+                return Err(CoreError::validation(
+                    &format!("env.{k}"),
+                    "values are 1-8192 bytes without control characters",
+                ));
             }
         }
         let mcp = req.mcp_servers.clone().unwrap_or_default();
@@ -507,12 +538,18 @@ impl SessionService {
         }
         if let Some(t) = req.stall_threshold_ms {
             if !(1000..=86_400_000).contains(&t) {
-                return Err(CoreError::validation("stallThresholdMs", "must be 1000-86400000"));
+                return Err(CoreError::validation(
+                    "stallThresholdMs",
+                    "must be 1000-86400000",
+                ));
             }
         }
         if let Some(t) = req.permission_timeout_ms {
             if t > 86_400_000 {
-                return Err(CoreError::validation("permissionTimeoutMs", "must be 0-86400000"));
+                return Err(CoreError::validation(
+                    "permissionTimeoutMs",
+                    "must be 0-86400000",
+                ));
             }
         }
         if let Some(keys) = &req.memory_keys {
@@ -525,12 +562,17 @@ impl SessionService {
             meta.insert("prd".into(), prd.clone());
         }
         if meta.len() > 20 || meta.values().any(|v| v.chars().count() > 1000) {
-            return Err(CoreError::validation("meta", "at most 20 keys with values up to 1000 characters"));
+            return Err(CoreError::validation(
+                "meta",
+                "at most 20 keys with values up to 1000 characters",
+            ));
         }
         let parent_id = match &req.parent_id {
             Some(pid) => {
                 let h = self.lookup(p, pid).map_err(|e| match e.kind {
-                    ErrorKind::InvalidSessionId => CoreError::validation("parentId", "must be a UUID"),
+                    ErrorKind::InvalidSessionId => {
+                        CoreError::validation("parentId", "must be a UUID")
+                    }
                     _ => CoreError::validation("parentId", "no such session"),
                 })?;
                 Some(h.id.to_string())
@@ -538,13 +580,19 @@ impl SessionService {
             None => None,
         };
         // ---- agent
-        let agent = req.agent.clone().unwrap_or_else(|| cfg.agents.default_agent.clone());
+        let agent = req
+            .agent
+            .clone()
+            .unwrap_or_else(|| cfg.agents.default_agent.clone());
         match cfg.agents.resolve(&agent) {
             Ok(_) => {}
             Err(ResolveError::Unknown { .. }) => {
                 return Err(CoreError::new(
                     ErrorKind::UnknownAgent,
-                    format!("unknown agent `{agent}`; configured agents: {}", cfg.agents.names().join(", ")),
+                    format!(
+                        "unknown agent `{agent}`; configured agents: {}",
+                        cfg.agents.names().join(", ")
+                    ),
                 ));
             }
             Err(ResolveError::Unavailable(msg)) => {
@@ -600,7 +648,10 @@ impl SessionService {
                 let (tx, rx) = oneshot::channel();
                 let cmd = Cmd::Claim {
                     prompt: req.prompt.clone(),
-                    mode: req.permission_mode.clone().or_else(|| req.auto_approve.map(|_| mode.clone())),
+                    mode: req
+                        .permission_mode
+                        .clone()
+                        .or_else(|| req.auto_approve.map(|_| mode.clone())),
                     model: req.model.clone(),
                     reply: tx,
                 };
@@ -651,7 +702,9 @@ impl SessionService {
             exit: None,
             usage: Default::default(),
             stall_threshold_ms: req.stall_threshold_ms.unwrap_or(cfg.stall_threshold_ms),
-            permission_timeout_ms: req.permission_timeout_ms.unwrap_or(cfg.permission_timeout_ms),
+            permission_timeout_ms: req
+                .permission_timeout_ms
+                .unwrap_or(cfg.permission_timeout_ms),
             parent_id,
             children: vec![],
             agent_info: None,
@@ -692,7 +745,10 @@ impl SessionService {
         };
         if let Some(prefix) = &q.id_prefix {
             if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                return Err(CoreError::validation("idPrefix", "at least 4 hex characters"));
+                return Err(CoreError::validation(
+                    "idPrefix",
+                    "at least 4 hex characters",
+                ));
             }
         }
         let project = q.project.as_ref().map(|s| s.to_lowercase());
@@ -773,7 +829,13 @@ impl SessionService {
     pub fn health(&self, p: &Principal, id: &str) -> CoreResult<SessionHealth> {
         let h = self.lookup(p, id)?;
         let s = h.snapshot();
-        let mut health = record::health(&s.info, s.agent_running, s.last_agent_message_at, now_ms(), s.has_transcript);
+        let mut health = record::health(
+            &s.info,
+            s.agent_running,
+            s.last_agent_message_at,
+            now_ms(),
+            s.has_transcript,
+        );
         health.action_hints = record::action_hints(&self.shared.config().base_url, &s.info);
         Ok(health)
     }
@@ -785,11 +847,21 @@ impl SessionService {
             .into_iter()
             .filter_map(|h| {
                 let s = h.snapshot();
-                let live = s.info.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live);
+                let live = s
+                    .info
+                    .status
+                    .parse::<SessionStatus>()
+                    .is_ok_and(SessionStatus::is_live);
                 live.then(|| {
                     (
                         s.info.id.clone(),
-                        record::health(&s.info, s.agent_running, s.last_agent_message_at, now, s.has_transcript),
+                        record::health(
+                            &s.info,
+                            s.agent_running,
+                            s.last_agent_message_at,
+                            now,
+                            s.has_transcript,
+                        ),
                     )
                 })
             })
@@ -803,7 +875,11 @@ impl SessionService {
         let all = self.visible(p);
         for h in &all {
             let s = h.snapshot();
-            if s.info.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live) {
+            if s.info
+                .status
+                .parse::<SessionStatus>()
+                .is_ok_and(SessionStatus::is_live)
+            {
                 active += 1;
             }
             *by.entry(s.info.status.clone()).or_default() += 1;
@@ -818,7 +894,12 @@ impl SessionService {
         })
     }
 
-    pub async fn patch(&self, p: &Principal, id: &str, req: PatchSessionRequest) -> CoreResult<SessionInfo> {
+    pub async fn patch(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: PatchSessionRequest,
+    ) -> CoreResult<SessionInfo> {
         if let Some(n) = &req.name {
             if n.chars().count() > 200 {
                 return Err(CoreError::validation("name", "at most 200 characters"));
@@ -834,12 +915,18 @@ impl SessionService {
         }
         if let Some(t) = req.stall_threshold_ms {
             if !(1000..=86_400_000).contains(&t) {
-                return Err(CoreError::validation("stallThresholdMs", "must be 1000-86400000"));
+                return Err(CoreError::validation(
+                    "stallThresholdMs",
+                    "must be 1000-86400000",
+                ));
             }
         }
         if let Some(t) = req.permission_timeout_ms {
             if t > 86_400_000 {
-                return Err(CoreError::validation("permissionTimeoutMs", "must be 0-86400000"));
+                return Err(CoreError::validation(
+                    "permissionTimeoutMs",
+                    "must be 0-86400000",
+                ));
             }
         }
         self.call(p, id, |reply| Cmd::Patch { req, reply }).await
@@ -859,26 +946,65 @@ impl SessionService {
         self.call(p, id, |reply| Cmd::Close { reply }).await
     }
 
-    pub async fn send(&self, p: &Principal, id: &str, text: String, kind: SendKind) -> CoreResult<SendResponse> {
+    pub async fn send(
+        &self,
+        p: &Principal,
+        id: &str,
+        text: String,
+        kind: SendKind,
+    ) -> CoreResult<SendResponse> {
         let (text, source) = match kind {
             SendKind::Text => (text, PromptSource::Api),
             SendKind::Command if text.starts_with('/') => (text, PromptSource::Command),
             SendKind::Command => (format!("/{text}"), PromptSource::Command),
         };
-        self.call(p, id, |reply| Cmd::Send { text, source, reply }).await
+        self.call(p, id, |reply| Cmd::Send {
+            text,
+            source,
+            reply,
+        })
+        .await
     }
 
-    pub async fn approve(&self, p: &Principal, id: &str, req: ApproveRequest, via: Via) -> CoreResult<DecisionResponse> {
+    pub async fn approve(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: ApproveRequest,
+        via: Via,
+    ) -> CoreResult<DecisionResponse> {
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Approve { req, by, via, reply }).await
+        self.call(p, id, |reply| Cmd::Approve {
+            req,
+            by,
+            via,
+            reply,
+        })
+        .await
     }
 
-    pub async fn reject(&self, p: &Principal, id: &str, req: RejectRequest, via: Via) -> CoreResult<DecisionResponse> {
-        if req.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+    pub async fn reject(
+        &self,
+        p: &Principal,
+        id: &str,
+        req: RejectRequest,
+        via: Via,
+    ) -> CoreResult<DecisionResponse> {
+        if req
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.chars().count() > 1000)
+        {
             return Err(CoreError::validation("reason", "at most 1000 characters"));
         }
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Reject { req, by, via, reply }).await
+        self.call(p, id, |reply| Cmd::Reject {
+            req,
+            by,
+            via,
+            reply,
+        })
+        .await
     }
 
     /// `{ok:true, action}`.
@@ -895,7 +1021,12 @@ impl SessionService {
             })
             .await?;
         let (action, ended) = match waiter {
-            Some(rx) => ("cancelled", tokio::time::timeout(Duration::from_secs(5), rx).await.is_ok()),
+            Some(rx) => (
+                "cancelled",
+                tokio::time::timeout(Duration::from_secs(5), rx)
+                    .await
+                    .is_ok(),
+            ),
             None => ("none", true),
         };
         Ok(json!({"ok": true, "action": action, "turnEnded": ended}))
@@ -910,30 +1041,43 @@ impl SessionService {
             })
             .await?;
         let ended = match waiter {
-            Some(rx) => tokio::time::timeout(Duration::from_secs(5), rx).await.is_ok(),
+            Some(rx) => tokio::time::timeout(Duration::from_secs(5), rx)
+                .await
+                .is_ok(),
             None => true,
         };
         let mut restarted = false;
         if force && !ended {
             // The agent ignored the cancel: kill it and reattach the conversation.
-            restarted = self.call(p, id, |reply| Cmd::ForceRestart { reply }).await?;
+            restarted = self
+                .call(p, id, |reply| Cmd::ForceRestart { reply })
+                .await?;
         }
-        Ok(json!({"ok": true, "droppedPrompts": dropped, "turnEnded": ended, "restarted": restarted}))
+        Ok(
+            json!({"ok": true, "droppedPrompts": dropped, "turnEnded": ended, "restarted": restarted}),
+        )
     }
 
     /// `{ok:true, paused:true}`.
-    pub async fn pause(&self, p: &Principal, id: &str, reason: Option<String>) -> CoreResult<Value> {
+    pub async fn pause(
+        &self,
+        p: &Principal,
+        id: &str,
+        reason: Option<String>,
+    ) -> CoreResult<Value> {
         if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
             return Err(CoreError::validation("reason", "at most 500 characters"));
         }
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Pause { reason, by, reply }).await
+        self.call(p, id, |reply| Cmd::Pause { reason, by, reply })
+            .await
     }
 
     /// `{ok:true, action}`.
     pub async fn resume(&self, p: &Principal, id: &str, fresh: bool) -> CoreResult<Value> {
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Resume { fresh, by, reply }).await
+        self.call(p, id, |reply| Cmd::Resume { fresh, by, reply })
+            .await
     }
 }
 
@@ -950,7 +1094,7 @@ fn entry_matches(e: &TranscriptEntry, role: Option<&str>, kinds: &[String]) -> b
         .ok()
         .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_default();
-    kinds.iter().any(|k| *k == kind)
+    kinds.contains(&kind)
 }
 
 const ENTRY_KINDS: [&str; 9] = [
@@ -968,7 +1112,10 @@ const ENTRY_KINDS: [&str; 9] = [
 fn check_role_kinds(role: &Option<String>, kinds: &[String]) -> CoreResult<()> {
     if let Some(r) = role {
         if !["user", "assistant", "system"].contains(&r.as_str()) {
-            return Err(CoreError::validation("role", "must be user, assistant or system"));
+            return Err(CoreError::validation(
+                "role",
+                "must be user, assistant or system",
+            ));
         }
     }
     for k in kinds {
@@ -983,7 +1130,12 @@ fn check_role_kinds(role: &Option<String>, kinds: &[String]) -> CoreResult<()> {
 }
 
 impl SessionService {
-    async fn entries_range(&self, sid: &str, after_id: u64, limit: usize) -> CoreResult<Vec<TranscriptEntry>> {
+    async fn entries_range(
+        &self,
+        sid: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> CoreResult<Vec<TranscriptEntry>> {
         let after = (after_id > 0).then(|| entry_key(after_id));
         let page = self
             .shared
@@ -998,7 +1150,13 @@ impl SessionService {
     }
 
     /// `GET …/read`: `after` = event id cursor (stateless) or `None` (per-principal cursor).
-    pub async fn read(&self, p: &Principal, id: &str, after: Option<u64>, limit: usize) -> CoreResult<ReadResponse> {
+    pub async fn read(
+        &self,
+        p: &Principal,
+        id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> CoreResult<ReadResponse> {
         let h = self.lookup(p, id)?;
         let sid = h.id.to_string();
         let store = &self.shared.store;
@@ -1032,7 +1190,8 @@ impl SessionService {
                 let Ok(env) = serde_json::from_str::<Value>(&ev.json) else {
                     continue;
                 };
-                let Ok(entry) = serde_json::from_value::<TranscriptEntry>(env["data"].clone()) else {
+                let Ok(entry) = serde_json::from_value::<TranscriptEntry>(env["data"].clone())
+                else {
                     continue;
                 };
                 if !latest.contains_key(&entry.entry_id) && latest.len() >= limit {
@@ -1051,7 +1210,13 @@ impl SessionService {
         let messages: Vec<TranscriptEntry> = messages.into_iter().map(|(_, e)| e).collect();
         if stateful && next > cursor {
             store
-                .put_doc(collections::READ_CURSORS, &sid, &p.id, &json!({"after": next}), None)
+                .put_doc(
+                    collections::READ_CURSORS,
+                    &sid,
+                    &p.id,
+                    &json!({"after": next}),
+                    None,
+                )
                 .await?;
         }
         let s = h.snapshot();
@@ -1065,7 +1230,10 @@ impl SessionService {
             status: s.info.status.clone(),
             status_text: s.info.status_text.clone(),
             interactive_content: interactive,
-            cursor: ReadCursor { after: cursor, next },
+            cursor: ReadCursor {
+                after: cursor,
+                next,
+            },
             has_more,
         })
     }
@@ -1093,7 +1261,9 @@ impl SessionService {
             after = last.entry_id;
             matching.extend(batch.into_iter().filter(|e| {
                 entry_matches(e, role.as_deref(), &kinds)
-                    && turn_id.as_ref().is_none_or(|t| e.turn_id.as_ref() == Some(t))
+                    && turn_id
+                        .as_ref()
+                        .is_none_or(|t| e.turn_id.as_ref() == Some(t))
             }));
         }
         let total = matching.len() as u64;
@@ -1104,7 +1274,9 @@ impl SessionService {
             .take(usize::try_from(limit).unwrap_or(50))
             .collect();
         let has_more = page.max(1).saturating_mul(limit) < total;
-        Ok(json!({"messages": messages, "total": total, "page": page, "limit": limit, "hasMore": has_more}))
+        Ok(
+            json!({"messages": messages, "total": total, "page": page, "limit": limit, "hasMore": has_more}),
+        )
     }
 
     /// `GET …/transcript/cursor` (`before_id` / `after_id` exclusive).
@@ -1152,19 +1324,22 @@ impl SessionService {
             // Newest `limit` entries before `before_id` (or the end): walk back in windows.
             let end = match before_id {
                 Some(b) => b.saturating_sub(1),
-                None => self
-                    .shared
-                    .store
-                    .list_docs(collections::TRANSCRIPT, &sid, None, 0)
-                    .await?
-                    .total,
+                None => {
+                    self.shared
+                        .store
+                        .list_docs(collections::TRANSCRIPT, &sid, None, 0)
+                        .await?
+                        .total
+                }
             };
             let mut out: Vec<TranscriptEntry> = Vec::new();
             let mut hi = end;
             let mut more = false;
             while hi > 0 && out.len() <= limit {
                 let lo = hi.saturating_sub(500);
-                let batch = self.entries_range(&sid, lo, usize::try_from(hi - lo).unwrap_or(500)).await?;
+                let batch = self
+                    .entries_range(&sid, lo, usize::try_from(hi - lo).unwrap_or(500))
+                    .await?;
                 let mut f = filtered(batch);
                 f.append(&mut out);
                 out = f;
@@ -1211,7 +1386,8 @@ impl SessionService {
             .map(|a| {
                 a.iter()
                     .map(|m| {
-                        let text: String = m["text"].as_str().unwrap_or("").chars().take(500).collect();
+                        let text: String =
+                            m["text"].as_str().unwrap_or("").chars().take(500).collect();
                         json!({"role": m["role"], "contentType": m["contentType"], "text": text})
                     })
                     .collect()
@@ -1343,7 +1519,10 @@ impl SessionService {
     ) -> CoreResult<Value> {
         let status = status.unwrap_or("pending");
         if !["pending", "resolved", "all"].contains(&status) {
-            return Err(CoreError::validation("status", "must be pending, resolved or all"));
+            return Err(CoreError::validation(
+                "status",
+                "must be pending, resolved or all",
+            ));
         }
         let sid = match session_id {
             Some(s) => Some(self.lookup(p, s)?.id),
@@ -1370,9 +1549,12 @@ impl SessionService {
         // after the index was updated).
         if status == "pending" {
             rows.retain(|r| {
-                read(&self.sessions)
-                    .get(&r.session_id)
-                    .is_some_and(|h| h.snapshot().pending.iter().any(|x| x.request_id == r.request_id))
+                read(&self.sessions).get(&r.session_id).is_some_and(|h| {
+                    h.snapshot()
+                        .pending
+                        .iter()
+                        .any(|x| x.request_id == r.request_id)
+                })
             });
         }
         rows.sort_by_key(|r| r.created_at);
@@ -1393,7 +1575,8 @@ impl SessionService {
     }
 
     pub fn permission(&self, p: &Principal, request_id: &str) -> CoreResult<PermissionRequestDto> {
-        let rid = RequestId::parse(request_id).map_err(|_| CoreError::not_found("permission request"))?;
+        let rid =
+            RequestId::parse(request_id).map_err(|_| CoreError::not_found("permission request"))?;
         let r = read(&self.shared.permissions)
             .get(&rid)
             .cloned()
@@ -1417,7 +1600,13 @@ impl SessionService {
     }
 
     /// Durable events of one session with id > `after` (for SSE replay), at most `limit`.
-    pub async fn replay_session(&self, p: &Principal, id: &str, after: u64, limit: usize) -> CoreResult<Vec<BusEvent>> {
+    pub async fn replay_session(
+        &self,
+        p: &Principal,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> CoreResult<Vec<BusEvent>> {
         let h = self.lookup(p, id)?;
         let events = self
             .shared
@@ -1428,7 +1617,12 @@ impl SessionService {
     }
 
     /// Durable events of all visible sessions with globalSeq > `after`, at most `limit`.
-    pub async fn replay_global(&self, p: &Principal, after: u64, limit: usize) -> CoreResult<Vec<BusEvent>> {
+    pub async fn replay_global(
+        &self,
+        p: &Principal,
+        after: u64,
+        limit: usize,
+    ) -> CoreResult<Vec<BusEvent>> {
         let events = self.shared.store.read_global(after, limit).await?;
         Ok(events
             .iter()
@@ -1441,9 +1635,15 @@ impl SessionService {
     pub fn stream_info(&self, p: &Principal, id: &str) -> CoreResult<Value> {
         let h = self.lookup(p, id)?;
         let s = h.snapshot();
-        let ended = s.info.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_terminal);
-        Ok(json!({"sessionId": s.info.id, "lastEventId": s.info.last_event_id,
-                  "status": s.info.status, "ended": ended, "oldestAvailableId": 1}))
+        let ended = s
+            .info
+            .status
+            .parse::<SessionStatus>()
+            .is_ok_and(SessionStatus::is_terminal);
+        Ok(
+            json!({"sessionId": s.info.id, "lastEventId": s.info.last_event_id,
+                  "status": s.info.status, "ended": ended, "oldestAvailableId": 1}),
+        )
     }
 
     /// `{activeSessions, lastGlobalSeq}` for the global stream's `connected` frame.
@@ -1451,7 +1651,13 @@ impl SessionService {
         let active = self
             .visible(p)
             .iter()
-            .filter(|h| h.snapshot().info.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live))
+            .filter(|h| {
+                h.snapshot()
+                    .info
+                    .status
+                    .parse::<SessionStatus>()
+                    .is_ok_and(SessionStatus::is_live)
+            })
             .count();
         json!({"activeSessions": active, "lastGlobalSeq": self.shared.bus.last_global_seq()})
     }
@@ -1463,7 +1669,13 @@ impl SessionService {
         let all: Vec<Arc<SessionHandle>> = read(&self.sessions).values().cloned().collect();
         let active = all
             .iter()
-            .filter(|h| h.snapshot().info.status.parse::<SessionStatus>().is_ok_and(SessionStatus::is_live))
+            .filter(|h| {
+                h.snapshot()
+                    .info
+                    .status
+                    .parse::<SessionStatus>()
+                    .is_ok_and(SessionStatus::is_live)
+            })
             .count();
         let agents = self.agents_map(&cfg);
         let default_ok = agents
@@ -1507,8 +1719,10 @@ impl SessionService {
                         "command": r.command.display().to_string(),
                         "version": cache.get(&name).and_then(|(i, _)| i.version.clone()),
                         "authenticated": Value::Null}),
-                    Err(e) => json!({"available": false, "source": Value::Null, "command": Value::Null,
-                        "authenticated": Value::Null, "error": e.to_string()}),
+                    Err(e) => {
+                        json!({"available": false, "source": Value::Null, "command": Value::Null,
+                        "authenticated": Value::Null, "error": e.to_string()})
+                    }
                 };
                 (name, v)
             })
@@ -1545,7 +1759,13 @@ impl SessionService {
     }
 
     /// `GET /v1/diagnostics`.
-    pub fn diagnostics(&self, p: &Principal, limit: usize, session_id: Option<&str>, level: Option<&str>) -> Value {
+    pub fn diagnostics(
+        &self,
+        p: &Principal,
+        limit: usize,
+        session_id: Option<&str>,
+        level: Option<&str>,
+    ) -> Value {
         let visible: std::collections::HashSet<String> =
             self.visible(p).iter().map(|h| h.id.to_string()).collect();
         let d = lock(&self.shared.diagnostics);
@@ -1572,8 +1792,7 @@ impl SessionService {
         let mut waits = Vec::new();
         for h in all {
             let (tx, rx) = oneshot::channel();
-            if h
-                .cmd
+            if h.cmd
                 .send(Cmd::Shutdown {
                     mark_interrupted: true,
                     reply: tx,

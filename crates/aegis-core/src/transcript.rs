@@ -65,6 +65,7 @@ pub struct TranscriptState {
     pub count: u64,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn entry(
     entry_id: u64,
     revision: u32,
@@ -273,7 +274,12 @@ impl TranscriptState {
         out
     }
 
-    pub fn tool_call(&mut self, call: ToolCall, turn_id: Option<String>, now: u64) -> Vec<TranscriptEntry> {
+    pub fn tool_call(
+        &mut self,
+        call: ToolCall,
+        turn_id: Option<String>,
+        now: u64,
+    ) -> Vec<TranscriptEntry> {
         let mut out = Vec::new();
         self.close_text(now, &mut out);
         if let Some(t) = self.tools.get_mut(&call.tool_call_id) {
@@ -296,7 +302,12 @@ impl TranscriptState {
         out
     }
 
-    pub fn tool_update(&mut self, patch: &ToolCallPatch, turn_id: Option<String>, now: u64) -> Vec<TranscriptEntry> {
+    pub fn tool_update(
+        &mut self,
+        patch: &ToolCallPatch,
+        turn_id: Option<String>,
+        now: u64,
+    ) -> Vec<TranscriptEntry> {
         let mut out = Vec::new();
         self.close_text(now, &mut out);
         match self.tools.get_mut(&patch.tool_call_id) {
@@ -318,7 +329,12 @@ impl TranscriptState {
         self.tools.get(tool_call_id).map(|t| &t.call)
     }
 
-    pub fn plan(&mut self, entries: Vec<PlanEntry>, turn_id: Option<String>, now: u64) -> Vec<TranscriptEntry> {
+    pub fn plan(
+        &mut self,
+        entries: Vec<PlanEntry>,
+        turn_id: Option<String>,
+        now: u64,
+    ) -> Vec<TranscriptEntry> {
         let mut out = Vec::new();
         self.close_text(now, &mut out);
         let (entry_id, revision, created_at) = match &self.plan {
@@ -390,7 +406,12 @@ impl TranscriptState {
         out
     }
 
-    pub fn usage(&mut self, usage: &Usage, turn_id: Option<String>, now: u64) -> Vec<TranscriptEntry> {
+    pub fn usage(
+        &mut self,
+        usage: &Usage,
+        turn_id: Option<String>,
+        now: u64,
+    ) -> Vec<TranscriptEntry> {
         let mut out = Vec::new();
         self.close_text(now, &mut out);
         let id = self.alloc();
@@ -449,7 +470,10 @@ impl TranscriptState {
     pub fn end_turn(&mut self) {
         self.plan = None;
         self.tools.retain(|_, t| {
-            !matches!(t.call.status, ToolCallStatus::Completed | ToolCallStatus::Failed)
+            !matches!(
+                t.call.status,
+                ToolCallStatus::Completed | ToolCallStatus::Failed
+            )
         });
     }
 }

@@ -151,7 +151,9 @@ pub fn validate(raw: &str, roots: &AllowedRoots, home: &Path) -> Result<PathBuf,
         return Err(invalid("workDir must not contain NUL characters".into()));
     }
     if raw.trim().is_empty() {
-        return Err(invalid("workDir is required: give an absolute directory path".into()));
+        return Err(invalid(
+            "workDir is required: give an absolute directory path".into(),
+        ));
     }
     if has_dotdot(raw) {
         return Err(invalid(format!(
@@ -181,8 +183,12 @@ pub fn validate(raw: &str, roots: &AllowedRoots, home: &Path) -> Result<PathBuf,
             normalised.display()
         )));
     }
-    let real = std::fs::canonicalize(&normalised)
-        .map_err(|e| invalid(format!("workDir '{}' cannot be resolved: {e}", normalised.display())))?;
+    let real = std::fs::canonicalize(&normalised).map_err(|e| {
+        invalid(format!(
+            "workDir '{}' cannot be resolved: {e}",
+            normalised.display()
+        ))
+    })?;
     if !roots.allows(&real) {
         let temp_note = if roots.defaults && in_temp(&real) {
             " (temporary directories are excluded unless listed in allowedWorkDirs)"
@@ -218,11 +224,7 @@ mod tests {
         let al = base.path().join("al");
         std::fs::create_dir_all(&alice).unwrap();
         std::fs::create_dir_all(al.join("x")).unwrap();
-        let roots = AllowedRoots::resolve(
-            &[alice.display().to_string()],
-            base.path(),
-            base.path(),
-        );
+        let roots = AllowedRoots::resolve(&[alice.display().to_string()], base.path(), base.path());
         assert!(validate(&alice.display().to_string(), &roots, base.path()).is_ok());
         let err = validate(&al.join("x").display().to_string(), &roots, base.path()).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidWorkdir);
@@ -237,7 +239,12 @@ mod tests {
         std::fs::create_dir_all(&outside).unwrap();
         std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
         let roots = AllowedRoots::resolve(&[root.display().to_string()], base.path(), base.path());
-        let err = validate(&root.join("link").display().to_string(), &roots, base.path()).unwrap_err();
+        let err = validate(
+            &root.join("link").display().to_string(),
+            &roots,
+            base.path(),
+        )
+        .unwrap_err();
         assert!(err.message.contains("outside"), "{}", err.message);
     }
 
@@ -256,7 +263,17 @@ mod tests {
     #[test]
     fn relative_and_missing_paths_are_explained() {
         let roots = AllowedRoots::resolve(&["/".into()], Path::new("/root"), Path::new("/"));
-        assert!(validate("relative/dir", &roots, Path::new("/root")).unwrap_err().message.contains("absolute"));
-        assert!(validate("/definitely/not/here", &roots, Path::new("/root")).unwrap_err().message.contains("does not exist"));
+        assert!(
+            validate("relative/dir", &roots, Path::new("/root"))
+                .unwrap_err()
+                .message
+                .contains("absolute")
+        );
+        assert!(
+            validate("/definitely/not/here", &roots, Path::new("/root"))
+                .unwrap_err()
+                .message
+                .contains("does not exist")
+        );
     }
 }

@@ -64,7 +64,11 @@ impl TestServer {
     }
 
     /// A server on existing directories (restart tests reuse them).
-    pub async fn start_in(state: &Path, work: &Path, tune: impl FnOnce(&mut ServiceConfig)) -> TestServer {
+    pub async fn start_in(
+        state: &Path,
+        work: &Path,
+        tune: impl FnOnce(&mut ServiceConfig),
+    ) -> TestServer {
         let mut cfg = ServiceConfig::new(state.to_path_buf());
         cfg.allowed_workdirs = vec![work.display().to_string()];
         cfg.agents = scripted_agents(state);
@@ -144,7 +148,10 @@ impl TestServer {
             body["workDir"] = Value::String(self.work.display().to_string());
         }
         let (st, v) = self.post("/v1/sessions", body).await;
-        assert!(st == StatusCode::CREATED || st == StatusCode::OK, "create: {st} {v}");
+        assert!(
+            st == StatusCode::CREATED || st == StatusCode::OK,
+            "create: {st} {v}"
+        );
         v
     }
 

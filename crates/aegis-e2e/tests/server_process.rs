@@ -1,6 +1,8 @@
 //! The real `ag serve` process: kill -9 while sessions stream, restart, nothing acknowledged is
 //! lost; allowedWorkDirs hot reload.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -42,7 +44,10 @@ fn free_port() -> u16 {
 }
 
 fn write_config(path: &Path, port: u16, state: &Path, allowed: &[&Path]) {
-    let allowed: Vec<String> = allowed.iter().map(|p| format!("\"{}\"", p.display())).collect();
+    let allowed: Vec<String> = allowed
+        .iter()
+        .map(|p| format!("\"{}\"", p.display()))
+        .collect();
     let cfg = format!(
         "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n",
         state.display(),
@@ -57,7 +62,11 @@ fn write_config(path: &Path, port: u16, state: &Path, allowed: &[&Path]) {
 }
 
 async fn start(config: &Path, port: u16, log: &Path) -> Server {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let child = Command::new(aegis_testkit::bins::ag())
         .args(["serve", "--config"])
         .arg(config)
@@ -77,18 +86,32 @@ async fn start(config: &Path, port: u16, log: &Path) -> Server {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "server did not come up: {}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Server { child, base }
 }
 
 async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap()
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -108,7 +131,10 @@ async fn wait_settled(base: &str, ids: &[String]) -> BTreeMap<String, String> {
         if settled {
             return out;
         }
-        assert!(Instant::now() < deadline, "sessions stuck after restart: {out:?}");
+        assert!(
+            Instant::now() < deadline,
+            "sessions stuck after restart: {out:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -131,20 +157,35 @@ async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
         let base = server.base.clone();
         if round == 0 {
             for _ in 0..5 {
-                let (st, v) = post(&base, "/v1/sessions", json!({"workDir": work, "prompt": "slow:100", "reuse": false})).await;
+                let (st, v) = post(
+                    &base,
+                    "/v1/sessions",
+                    json!({"workDir": work, "prompt": "slow:100", "reuse": false}),
+                )
+                .await;
                 assert_eq!(st, 201, "{v}");
                 ids.push(v["id"].as_str().unwrap().to_owned());
             }
         } else {
             let settled = wait_settled(&base, &ids).await;
-            assert!(settled.values().all(|s| s == "idle" || s == "interrupted"), "{settled:?}");
+            assert!(
+                settled.values().all(|s| s == "idle" || s == "interrupted"),
+                "{settled:?}"
+            );
             for id in &ids {
-                let (st, v) = post(&base, &format!("/v1/sessions/{id}/send"), json!({"text": "slow:100"})).await;
+                let (st, v) = post(
+                    &base,
+                    &format!("/v1/sessions/{id}/send"),
+                    json!({"text": "slow:100"}),
+                )
+                .await;
                 assert_eq!(st, 200, "{v}");
             }
         }
         // Follow the global stream from what we already hold; kill -9 mid-stream.
-        let after = received.last().map_or(0, |e| e["globalSeq"].as_u64().unwrap());
+        let after = received
+            .last()
+            .map_or(0, |e| e["globalSeq"].as_u64().unwrap());
         let resp = reqwest::Client::new()
             .get(format!("{base}/v1/events?after={after}"))
             .send()
@@ -155,7 +196,12 @@ async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
             f.iter().filter(|x| x.id.is_some()).count() + received.len() >= target
         })
         .await;
-        received.extend(frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data));
+        received.extend(
+            frames
+                .into_iter()
+                .filter(|f| f.id.is_some())
+                .map(|f| f.data),
+        );
         // kill -9 (std's Child::kill sends SIGKILL), no graceful path at all.
         let mut server = server;
         server.child.kill().unwrap();
@@ -179,20 +225,33 @@ async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
             let seq = e["globalSeq"].as_u64().unwrap();
             after = seq;
             if let Some(sid) = e["sessionId"].as_str() {
-                by_session.entry(sid.to_owned()).or_default().push(e["id"].as_u64().unwrap());
+                by_session
+                    .entry(sid.to_owned())
+                    .or_default()
+                    .push(e["id"].as_u64().unwrap());
             }
             assert!(stored.insert(seq, e).is_none(), "duplicate globalSeq {seq}");
         }
     }
     for e in &received {
         let seq = e["globalSeq"].as_u64().unwrap();
-        let kept = stored.get(&seq).unwrap_or_else(|| panic!("received event {seq} is gone after restart"));
+        let kept = stored
+            .get(&seq)
+            .unwrap_or_else(|| panic!("received event {seq} is gone after restart"));
         assert_eq!(kept, e, "event {seq} changed after restart");
     }
     for (sid, ids) in &by_session {
-        assert_eq!(*ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "ids of {sid} not dense");
+        assert_eq!(
+            *ids,
+            (1..=ids.len() as u64).collect::<Vec<_>>(),
+            "ids of {sid} not dense"
+        );
     }
-    assert!(received.len() >= 100, "only {} events observed", received.len());
+    assert!(
+        received.len() >= 100,
+        "only {} events observed",
+        received.len()
+    );
     // Graceful stop.
     drop(server);
 }
@@ -220,7 +279,10 @@ async fn allowed_workdirs_hot_reload_without_restart() {
         if st == 201 {
             break;
         }
-        assert!(Instant::now() < deadline, "allowedWorkDirs change was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "allowedWorkDirs change was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

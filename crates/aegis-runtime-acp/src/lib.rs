@@ -344,9 +344,11 @@ fn park_permission(
     tokio::spawn(async move {
         cancellation.cancelled().await;
         if let Some(parked) = watcher.take(key) {
-            let _ = parked.responder.respond(acp::RequestPermissionResponse::new(
-                acp::RequestPermissionOutcome::Cancelled,
-            ));
+            let _ = parked
+                .responder
+                .respond(acp::RequestPermissionResponse::new(
+                    acp::RequestPermissionOutcome::Cancelled,
+                ));
             let _ = watcher
                 .events
                 .send(RuntimeEvent::PermissionWithdrawn { key });
@@ -369,16 +371,18 @@ impl AcpAgent {
     }
 
     async fn initialize(&self) -> Result<AgentInfo, RuntimeError> {
-        let request = acp::InitializeRequest::new(agent_client_protocol::schema::ProtocolVersion::V1)
-            .client_capabilities(
-                acp::ClientCapabilities::new()
-                    .fs(acp::FileSystemCapabilities::new()
-                        .read_text_file(false)
-                        .write_text_file(false))
-                    .terminal(false),
-            )
-            .client_info(acp::Implementation::new("aegis", env!("CARGO_PKG_VERSION")));
-        let params = serde_json::to_value(&request).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+        let request =
+            acp::InitializeRequest::new(agent_client_protocol::schema::ProtocolVersion::V1)
+                .client_capabilities(
+                    acp::ClientCapabilities::new()
+                        .fs(acp::FileSystemCapabilities::new()
+                            .read_text_file(false)
+                            .write_text_file(false))
+                        .terminal(false),
+                )
+                .client_info(acp::Implementation::new("aegis", env!("CARGO_PKG_VERSION")));
+        let params =
+            serde_json::to_value(&request).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         let raw = self.request("initialize", params).await?;
         let resp: acp::InitializeResponse = serde_json::from_value(raw.clone())
             .map_err(|e| RuntimeError::Protocol(format!("invalid initialize result: {e}")))?;
@@ -421,7 +425,10 @@ impl AcpAgent {
     }
 }
 
-fn session_started(raw: &Value, agent_session_id: Option<String>) -> Result<SessionStarted, RuntimeError> {
+fn session_started(
+    raw: &Value,
+    agent_session_id: Option<String>,
+) -> Result<SessionStarted, RuntimeError> {
     let agent_session_id = match agent_session_id {
         Some(id) => id,
         None => raw
@@ -575,9 +582,11 @@ impl AgentHandle for AcpAgent {
             .map_err(|e| RuntimeError::Protocol(e.to_string()))?;
         let sent = self.cx.send_notification(msg).map_err(rpc_error);
         for (key, parked) in self.park.take_session(agent_session_id) {
-            let _ = parked.responder.respond(acp::RequestPermissionResponse::new(
-                acp::RequestPermissionOutcome::Cancelled,
-            ));
+            let _ = parked
+                .responder
+                .respond(acp::RequestPermissionResponse::new(
+                    acp::RequestPermissionOutcome::Cancelled,
+                ));
             let _ = self
                 .park
                 .events

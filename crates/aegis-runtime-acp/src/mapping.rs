@@ -199,9 +199,9 @@ pub fn session_update(raw: &Value) -> SessionUpdate {
         acp::SessionUpdate::CurrentModeUpdate(m) => SessionUpdate::CurrentMode {
             mode_id: m.current_mode_id.to_string(),
         },
-        acp::SessionUpdate::ConfigOptionUpdate(_) => SessionUpdate::ConfigOptions(
-            raw.get("configOptions").cloned().unwrap_or(Value::Null),
-        ),
+        acp::SessionUpdate::ConfigOptionUpdate(_) => {
+            SessionUpdate::ConfigOptions(raw.get("configOptions").cloned().unwrap_or(Value::Null))
+        }
         acp::SessionUpdate::AvailableCommandsUpdate(c) => SessionUpdate::AvailableCommands(
             c.available_commands
                 .iter()
@@ -318,7 +318,9 @@ mod tests {
         assert_eq!(tc.tool_kind, ToolKind::Edit);
         assert_eq!(tc.tool_name.as_deref(), Some("Write"));
         assert_eq!(tc.locations[0].line, Some(3));
-        assert!(matches!(&tc.content[0], ToolCallContent::Diff { new_text, .. } if new_text == "hi"));
+        assert!(
+            matches!(&tc.content[0], ToolCallContent::Diff { new_text, .. } if new_text == "hi")
+        );
     }
 
     #[test]

@@ -131,8 +131,7 @@ fn looks_secret(word: &str) -> bool {
     lower.starts_with("sk-")
         || lower.starts_with("aegis_")
         || lower.starts_with("sse_")
-        || lower.starts_with("bearer")
-            && w.len() > 6
+        || lower.starts_with("bearer") && w.len() > 6
         || ["api_key=", "apikey=", "token=", "secret=", "password="]
             .iter()
             .any(|k| lower.contains(k))

@@ -742,14 +742,18 @@ async fn real_claude_load_in_a_fresh_adapter_continues_the_conversation() {
         .await
         .unwrap_or_else(|e| panic!("session/load failed: {e}; stderr: {:?}", second.stderr()));
     assert_eq!(started.agent_session_id, sid);
-    let mut replay = vec![];
-    while !(user_text(&replay).contains("Say hello") && agent_text(&replay).contains(DEFAULT_REPLY))
-    {
-        next_matching(&mut second.events, &mut replay, "replayed history", |_| {
-            true
-        })
-        .await;
-    }
+    // The replay is sent before the load result, so it is complete on the channel now.
+    let replay = drain(&mut second.events);
+    assert_eq!(
+        user_text(&replay),
+        "Say hello",
+        "replayed user turn: {replay:#?}"
+    );
+    assert_eq!(
+        agent_text(&replay),
+        DEFAULT_REPLY,
+        "replayed reply: {replay:#?}"
+    );
     assert!(
         replay.iter().all(|e| match e {
             RuntimeEvent::Update {
@@ -825,27 +829,50 @@ async fn real_claude_usage_is_reported() {
     assert!(usage.input_tokens > 0, "{usage:?}");
     assert!(usage.output_tokens > 0, "{usage:?}");
 
-    // usage_update may come before or after the prompt result: wait for it.
-    let mut seen = vec![];
-    let ev = next_matching(&mut agent.events, &mut seen, "usage_update", |e| {
-        matches!(
-            e,
-            RuntimeEvent::Update {
-                update: SessionUpdate::Usage(_),
-                ..
-            }
-        )
-    })
-    .await;
-    let RuntimeEvent::Update {
-        update: SessionUpdate::Usage(live),
-        ..
-    } = ev
-    else {
-        unreachable!()
+    // Live figures (`usage_update`): the adapter sends them before the prompt result, the last
+    // one with the turn's cost; waiting (bounded) keeps the test independent of that order.
+    let mut seen = drain(&mut agent.events);
+    let live_usages = |seen: &[RuntimeEvent]| -> Vec<aegis_domain::Usage> {
+        updates(seen)
+            .filter_map(|u| match u {
+                SessionUpdate::Usage(x) => Some(x.clone()),
+                _ => None,
+            })
+            .collect()
     };
-    assert!(live.context_size.is_some_and(|s| s > 0), "{live:?}");
-    assert!(live.context_used.is_some(), "{live:?}");
+    let complete = |us: &[aegis_domain::Usage]| {
+        us.iter().any(|u| u.context_size.is_some_and(|s| s > 0))
+            && us.iter().any(|u| u.cost_usd.is_some_and(|c| c > 0.0))
+    };
+    while !complete(&live_usages(&seen)) {
+        next_matching(
+            &mut agent.events,
+            &mut seen,
+            "usage_update with context size and cost",
+            |e| {
+                matches!(
+                    e,
+                    RuntimeEvent::Update {
+                        update: SessionUpdate::Usage(_),
+                        ..
+                    }
+                )
+            },
+        )
+        .await;
+    }
+    let live = live_usages(&seen);
+    assert!(
+        live.iter()
+            .all(|u| u.context_used.is_some() && u.context_size.is_some()),
+        "{live:?}"
+    );
+    assert!(
+        live.iter()
+            .filter(|u| u.cost_usd.is_some())
+            .all(|u| u.cost_source.as_deref() == Some("agent")),
+        "{live:?}"
+    );
     agent.shutdown().await;
 }
 
@@ -862,7 +889,12 @@ async fn real_claude_no_orphans_after_shutdown() {
     let exit = tokio::time::timeout(Duration::from_secs(10), agent.handle.shutdown(GRACE))
         .await
         .expect("shutdown resolves");
-    eprintln!("shutdown took {:?}: {exit:?}", started.elapsed());
+    eprintln!(
+        "shutdown took {:?} (code {:?}, signal {:?})",
+        started.elapsed(),
+        exit.code,
+        exit.signal
+    );
     assert!(exit.requested, "{exit:?}");
     assert_group_gone(pid, Duration::from_secs(3)).await;
     assert_pids_gone(&desc, Duration::from_secs(3)).await;

@@ -1,5 +1,7 @@
 //! The ACP runtime against the scripted agent: every behaviour a session depends on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,7 +20,10 @@ fn scripted_bin() -> PathBuf {
 fn spec(cwd: &Path, env: &[(&str, &str)]) -> AgentSpec {
     let mut e: BTreeMap<String, String> = BTreeMap::new();
     e.insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
-    e.insert("SCRIPTED_AGENT_STATE_DIR".into(), cwd.join(".state").display().to_string());
+    e.insert(
+        "SCRIPTED_AGENT_STATE_DIR".into(),
+        cwd.join(".state").display().to_string(),
+    );
     for (k, v) in env {
         e.insert((*k).into(), (*v).into());
     }
@@ -33,7 +38,10 @@ fn spec(cwd: &Path, env: &[(&str, &str)]) -> AgentSpec {
 }
 
 async fn spawn(cwd: &Path) -> Spawned {
-    AcpRuntime.spawn(spec(cwd, &[])).await.expect("spawn scripted agent")
+    AcpRuntime
+        .spawn(spec(cwd, &[]))
+        .await
+        .expect("spawn scripted agent")
 }
 
 /// Next event matching `pred`, failing after 10 s.
@@ -82,9 +90,15 @@ async fn handshake_records_capabilities_and_modes() {
         .await
         .unwrap();
     let modes: Vec<_> = started.modes.iter().map(|m| m.id.as_str()).collect();
-    assert!(modes.contains(&"default") && modes.contains(&"plan"), "{modes:?}");
+    assert!(
+        modes.contains(&"default") && modes.contains(&"plan"),
+        "{modes:?}"
+    );
     assert_eq!(started.current_mode.as_deref(), Some("default"));
-    s.handle.set_mode(&started.agent_session_id, "acceptEdits").await.unwrap();
+    s.handle
+        .set_mode(&started.agent_session_id, "acceptEdits")
+        .await
+        .unwrap();
     s.handle.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -105,7 +119,12 @@ async fn text_turn_streams_chunks_with_message_id_then_ends() {
     let mut ids = std::collections::BTreeSet::new();
     for ev in drain(&mut s.events) {
         if let RuntimeEvent::Update {
-            update: SessionUpdate::AgentMessageChunk { message_id, text: t, .. },
+            update:
+                SessionUpdate::AgentMessageChunk {
+                    message_id,
+                    text: t,
+                    ..
+                },
             ..
         } = ev
         {
@@ -136,7 +155,13 @@ async fn permission_is_parked_until_answered_by_kind() {
         matches!(e, RuntimeEvent::PermissionRequested { .. })
     })
     .await;
-    let RuntimeEvent::PermissionRequested { key, tool_call, options, .. } = ev else {
+    let RuntimeEvent::PermissionRequested {
+        key,
+        tool_call,
+        options,
+        ..
+    } = ev
+    else {
         unreachable!()
     };
     assert_eq!(tool_call.title, "Write out.txt");
@@ -147,13 +172,25 @@ async fn permission_is_parked_until_answered_by_kind() {
         .find(|o| o.kind == PermissionOptionKind::AllowOnce)
         .expect("an allow_once option");
     s.handle
-        .answer_permission(key, PermissionAnswer::Selected { option_id: allow.option_id.clone() })
+        .answer_permission(
+            key,
+            PermissionAnswer::Selected {
+                option_id: allow.option_id.clone(),
+            },
+        )
         .unwrap();
     // Answering twice is an error, not a panic.
-    assert!(s.handle.answer_permission(key, PermissionAnswer::Cancelled).is_err());
+    assert!(
+        s.handle
+            .answer_permission(key, PermissionAnswer::Cancelled)
+            .is_err()
+    );
     let outcome = turn.await.unwrap().unwrap();
     assert_eq!(outcome.stop_reason, StopReason::EndTurn);
-    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "hello\n"
+    );
     let completed = drain(&mut s.events).into_iter().any(|e| {
         matches!(e, RuntimeEvent::Update { update: SessionUpdate::ToolCallUpdate(p), .. }
             if p.status == Some(ToolCallStatus::Completed))
@@ -176,20 +213,34 @@ async fn rejecting_leaves_no_file_and_the_agent_is_told() {
     let sid2 = sid.clone();
     let turn = tokio::spawn(async move { handle.prompt(&sid2, "write no.txt").await });
     let RuntimeEvent::PermissionRequested { key, options, .. } =
-        next_matching(&mut s.events, "permission", |e| matches!(e, RuntimeEvent::PermissionRequested { .. })).await
+        next_matching(&mut s.events, "permission", |e| {
+            matches!(e, RuntimeEvent::PermissionRequested { .. })
+        })
+        .await
     else {
         unreachable!()
     };
-    let reject = options.iter().find(|o| o.kind == PermissionOptionKind::RejectOnce).unwrap();
+    let reject = options
+        .iter()
+        .find(|o| o.kind == PermissionOptionKind::RejectOnce)
+        .unwrap();
     s.handle
-        .answer_permission(key, PermissionAnswer::Selected { option_id: reject.option_id.clone() })
+        .answer_permission(
+            key,
+            PermissionAnswer::Selected {
+                option_id: reject.option_id.clone(),
+            },
+        )
         .unwrap();
     turn.await.unwrap().unwrap();
     assert!(!dir.path().join("no.txt").exists());
     let text: String = drain(&mut s.events)
         .into_iter()
         .filter_map(|e| match e {
-            RuntimeEvent::Update { update: SessionUpdate::AgentMessageChunk { text, .. }, .. } => Some(text),
+            RuntimeEvent::Update {
+                update: SessionUpdate::AgentMessageChunk { text, .. },
+                ..
+            } => Some(text),
             _ => None,
         })
         .collect();
@@ -211,11 +262,21 @@ async fn cancel_mid_turn_ends_cancelled_and_answers_parked_permissions() {
     let sid2 = sid.clone();
     let turn = tokio::spawn(async move { handle.prompt(&sid2, "slow:200").await });
     next_matching(&mut s.events, "first chunk", |e| {
-        matches!(e, RuntimeEvent::Update { update: SessionUpdate::AgentMessageChunk { .. }, .. })
+        matches!(
+            e,
+            RuntimeEvent::Update {
+                update: SessionUpdate::AgentMessageChunk { .. },
+                ..
+            }
+        )
     })
     .await;
     s.handle.cancel(&sid).unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(2), turn).await.unwrap().unwrap().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(2), turn)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(outcome.stop_reason, StopReason::Cancelled);
 
     // A parked permission is answered `cancelled` by cancel (ACP rule), and withdrawn.
@@ -223,14 +284,22 @@ async fn cancel_mid_turn_ends_cancelled_and_answers_parked_permissions() {
     let sid3 = sid.clone();
     let turn = tokio::spawn(async move { handle.prompt(&sid3, "write later.txt").await });
     let RuntimeEvent::PermissionRequested { key, .. } =
-        next_matching(&mut s.events, "permission", |e| matches!(e, RuntimeEvent::PermissionRequested { .. })).await
+        next_matching(&mut s.events, "permission", |e| {
+            matches!(e, RuntimeEvent::PermissionRequested { .. })
+        })
+        .await
     else {
         unreachable!()
     };
     s.handle.cancel(&sid).unwrap();
     let outcome = turn.await.unwrap().unwrap();
     assert_eq!(outcome.stop_reason, StopReason::Cancelled);
-    assert!(s.handle.answer_permission(key, PermissionAnswer::Cancelled).is_err(), "already answered");
+    assert!(
+        s.handle
+            .answer_permission(key, PermissionAnswer::Cancelled)
+            .is_err(),
+        "already answered"
+    );
     assert!(!dir.path().join("later.txt").exists());
     s.handle.shutdown(Duration::from_secs(1)).await;
 }
@@ -248,15 +317,27 @@ async fn crash_mid_turn_is_reported_within_a_second_with_stderr() {
     let result = s.handle.prompt(&sid, "crash now").await;
     let died = Instant::now();
     assert!(matches!(result, Err(RuntimeError::Closed(_))), "{result:?}");
-    let RuntimeEvent::Exited(info) =
-        next_matching(&mut s.events, "exit", |e| matches!(e, RuntimeEvent::Exited(_))).await
+    let RuntimeEvent::Exited(info) = next_matching(&mut s.events, "exit", |e| {
+        matches!(e, RuntimeEvent::Exited(_))
+    })
+    .await
     else {
         unreachable!()
     };
-    assert!(died.elapsed() < Duration::from_secs(1), "exit reported late: {:?}", died.elapsed());
+    assert!(
+        died.elapsed() < Duration::from_secs(1),
+        "exit reported late: {:?}",
+        died.elapsed()
+    );
     assert_eq!(info.code, Some(3));
     assert!(!info.requested);
-    assert!(info.stderr_tail.iter().any(|l| l.contains("fatal: scripted crash")), "{:?}", info.stderr_tail);
+    assert!(
+        info.stderr_tail
+            .iter()
+            .any(|l| l.contains("fatal: scripted crash")),
+        "{:?}",
+        info.stderr_tail
+    );
     // Requests after death fail cleanly.
     assert!(s.handle.prompt(&sid, "again").await.is_err());
 }
@@ -271,7 +352,10 @@ async fn hang_on_initialize_times_out_and_leaves_no_process() {
         Ok(_) => panic!("initialize must time out"),
         Err(e) => e,
     };
-    assert!(matches!(&err, RuntimeError::Timeout { method, .. } if method == "initialize"), "{err}");
+    assert!(
+        matches!(&err, RuntimeError::Timeout { method, .. } if method == "initialize"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
@@ -321,13 +405,28 @@ async fn every_update_kind_is_typed_and_unknown_kinds_are_kept() {
         })
         .collect();
     let has = |f: &dyn Fn(&SessionUpdate) -> bool| updates.iter().any(f);
-    assert!(has(&|u| matches!(u, SessionUpdate::AgentThoughtChunk { .. })));
-    assert!(has(&|u| matches!(u, SessionUpdate::Plan(e) if e.len() == 3)));
-    assert!(has(&|u| matches!(u, SessionUpdate::ToolCall(c) if c.tool_kind == aegis_domain::ToolKind::Read)));
-    assert!(has(&|u| matches!(u, SessionUpdate::Usage(x) if x.context_size == Some(200_000))));
-    assert!(has(&|u| matches!(u, SessionUpdate::SessionInfo { title: Some(t), .. } if t == "Scripted title")));
-    assert!(has(&|u| matches!(u, SessionUpdate::AvailableCommands(c) if c.len() == 2)));
-    assert!(has(&|u| matches!(u, SessionUpdate::Unknown { kind, .. } if kind == "future_kind_xyz")));
+    assert!(has(&|u| matches!(
+        u,
+        SessionUpdate::AgentThoughtChunk { .. }
+    )));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::Plan(e) if e.len() == 3)
+    ));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::ToolCall(c) if c.tool_kind == aegis_domain::ToolKind::Read)
+    ));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::Usage(x) if x.context_size == Some(200_000))
+    ));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::SessionInfo { title: Some(t), .. } if t == "Scripted title")
+    ));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::AvailableCommands(c) if c.len() == 2)
+    ));
+    assert!(has(
+        &|u| matches!(u, SessionUpdate::Unknown { kind, .. } if kind == "future_kind_xyz")
+    ));
     s.handle.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -341,19 +440,31 @@ async fn load_in_a_fresh_process_replays_the_conversation() {
         .await
         .unwrap()
         .agent_session_id;
-    s.handle.prompt(&sid, "remember the word banana").await.unwrap();
+    s.handle
+        .prompt(&sid, "remember the word banana")
+        .await
+        .unwrap();
     s.handle.shutdown(Duration::from_secs(1)).await;
 
     let mut fresh = spawn(dir.path()).await;
     fresh
         .handle
-        .open_session(SessionOpen::Load { agent_session_id: sid.clone() }, dir.path().into(), vec![])
+        .open_session(
+            SessionOpen::Load {
+                agent_session_id: sid.clone(),
+            },
+            dir.path().into(),
+            vec![],
+        )
         .await
         .unwrap();
     let replay: String = drain(&mut fresh.events)
         .into_iter()
         .filter_map(|e| match e {
-            RuntimeEvent::Update { update: SessionUpdate::UserMessageChunk { text, .. }, .. } => Some(text),
+            RuntimeEvent::Update {
+                update: SessionUpdate::UserMessageChunk { text, .. },
+                ..
+            } => Some(text),
             _ => None,
         })
         .collect();
@@ -376,7 +487,10 @@ async fn rate_limit_error_keeps_its_data() {
     match s.handle.prompt(&sid, "rate limit").await {
         Err(RuntimeError::Rpc(e)) => {
             assert!(e.message.contains("429"));
-            assert_eq!(e.data.as_ref().and_then(|d| d["errorKind"].as_str()), Some("rate_limit"));
+            assert_eq!(
+                e.data.as_ref().and_then(|d| d["errorKind"].as_str()),
+                Some("rate_limit")
+            );
         }
         other => panic!("expected an rpc error, got {other:?}"),
     }
@@ -398,14 +512,21 @@ async fn shutdown_kills_the_whole_process_group() {
     let text: String = drain(&mut s.events)
         .into_iter()
         .filter_map(|e| match e {
-            RuntimeEvent::Update { update: SessionUpdate::AgentMessageChunk { text, .. }, .. } => Some(text),
+            RuntimeEvent::Update {
+                update: SessionUpdate::AgentMessageChunk { text, .. },
+                ..
+            } => Some(text),
             _ => None,
         })
         .collect();
     let child: i32 = text
         .split("pid ")
         .nth(1)
-        .and_then(|r| r.trim_end_matches('.').split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| {
+            r.trim_end_matches('.')
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+        })
         .and_then(|n| n.parse().ok())
         .expect("child pid in the reply");
     assert!(pid_alive(child));
@@ -425,7 +546,9 @@ async fn missing_executable_is_a_clear_spawn_error() {
     let mut sp = spec(dir.path(), &[]);
     sp.command = PathBuf::from("/nonexistent/agent-binary");
     match AcpRuntime.spawn(sp).await {
-        Err(RuntimeError::Spawn { message, .. }) => assert!(message.contains("not found"), "{message}"),
+        Err(RuntimeError::Spawn { message, .. }) => {
+            assert!(message.contains("not found"), "{message}")
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("spawn must fail"),
     }

@@ -102,9 +102,13 @@ pub struct SessionStarted {
 pub enum SessionOpen {
     New,
     /// `session/load`: the agent replays history as updates.
-    Load { agent_session_id: String },
+    Load {
+        agent_session_id: String,
+    },
     /// `session/resume`: continue without replay.
-    Resume { agent_session_id: String },
+    Resume {
+        agent_session_id: String,
+    },
 }
 
 /// Result of a prompt turn that the agent answered.

@@ -234,7 +234,17 @@ fn needs_node(path: &Path) -> bool {
 fn passes_through(key: &str) -> bool {
     matches!(
         key,
-        "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "LC_ALL" | "TZ" | "TMPDIR" | "SHELL" | "API_TIMEOUT_MS" | "IS_SANDBOX"
+        "PATH"
+            | "HOME"
+            | "USER"
+            | "LOGNAME"
+            | "LANG"
+            | "LC_ALL"
+            | "TZ"
+            | "TMPDIR"
+            | "SHELL"
+            | "API_TIMEOUT_MS"
+            | "IS_SANDBOX"
     ) || key.starts_with("ANTHROPIC_")
         || key.starts_with("CLAUDE_")
         || key.starts_with("LC_")
@@ -256,10 +266,11 @@ pub fn agent_environment(
         env.insert(k.clone(), v.clone());
     }
     // IS_SANDBOX: only ever `1` or absent; an inherited `yes` makes Claude refuse sessions as root.
-    if let Some(v) = env.get("IS_SANDBOX") {
-        if !v.is_empty() && v != "1" {
-            env.insert("IS_SANDBOX".into(), "1".into());
-        }
+    if env
+        .get("IS_SANDBOX")
+        .is_some_and(|v| !v.is_empty() && v != "1")
+    {
+        env.insert("IS_SANDBOX".into(), "1".into());
     }
     env.insert("NO_COLOR".into(), "1".into());
     for (k, v) in aegis_vars {
@@ -295,7 +306,10 @@ mod tests {
         let mut r = registry(&bin);
         // Nothing installed: a clear error naming the fix.
         let err = r.resolve("claude").unwrap_err().to_string();
-        assert!(err.contains("Node.js") && err.contains("AEGIS_ACP_BIN"), "{err}");
+        assert!(
+            err.contains("Node.js") && err.contains("AEGIS_ACP_BIN"),
+            "{err}"
+        );
         // npx present → npx fallback with the pinned package.
         exe(&bin, "npx", "#!/bin/sh\n");
         let res = r.resolve("claude").unwrap();
@@ -337,12 +351,20 @@ mod tests {
         let server = vec![
             ("PATH".to_owned(), "/usr/bin".to_owned()),
             ("AEGIS_AUTH_TOKEN".to_owned(), "secret".to_owned()),
-            ("ANTHROPIC_BASE_URL".to_owned(), "http://127.0.0.1:1".to_owned()),
+            (
+                "ANTHROPIC_BASE_URL".to_owned(),
+                "http://127.0.0.1:1".to_owned(),
+            ),
             ("IS_SANDBOX".to_owned(), "yes".to_owned()),
             ("RANDOM_VAR".to_owned(), "x".to_owned()),
         ];
         let session = BTreeMap::from([("IS_SANDBOX".to_owned(), "yes".to_owned())]);
-        let env = agent_environment(server, &agent, &session, &[("AEGIS_SESSION_ID", "s1".into())]);
+        let env = agent_environment(
+            server,
+            &agent,
+            &session,
+            &[("AEGIS_SESSION_ID", "s1".into())],
+        );
         assert_eq!(env.get("PATH").map(String::as_str), Some("/usr/bin"));
         assert!(!env.contains_key("AEGIS_AUTH_TOKEN"));
         assert!(!env.contains_key("RANDOM_VAR"));
