@@ -109,18 +109,41 @@ pub async fn pump_stderr(stderr: ChildStderr, tail: StderrTail, agent: String, p
     }
 }
 
-/// Mask things that look like credentials in a log line.
+/// Mask things that look like credentials in a log line: known token shapes, `key=value`
+/// secrets, and the word after `Bearer` or after a header named like a credential.
 pub fn redact(line: &str) -> String {
+    let words: Vec<&str> = line.split(' ').collect();
     let mut out = String::with_capacity(line.len());
-    for (i, word) in line.split(' ').enumerate() {
+    let mut mask_next = false;
+    for (i, word) in words.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
-        if looks_secret(word) {
-            out.push_str("[REDACTED]");
-        } else {
+        let lower = word.to_ascii_lowercase();
+        let trimmed = lower.trim_matches(|c: char| c == '"' || c == '\'' || c == ',');
+        let scheme = trimmed == "bearer" || trimmed == "basic";
+        if mask_next && scheme {
+            // `Authorization: Bearer <token>`: keep the scheme, mask what follows.
             out.push_str(word);
+            continue;
         }
+        if (mask_next && !word.is_empty()) || looks_secret(word) {
+            out.push_str("[REDACTED]");
+            mask_next = false;
+            continue;
+        }
+        out.push_str(word);
+        mask_next = scheme
+            || [
+                "x-api-key:",
+                "api-key:",
+                "authorization:",
+                "apikey:",
+                "token:",
+                "password:",
+                "secret:",
+            ]
+            .contains(&trimmed);
     }
     out
 }
@@ -131,7 +154,6 @@ fn looks_secret(word: &str) -> bool {
     lower.starts_with("sk-")
         || lower.starts_with("aegis_")
         || lower.starts_with("sse_")
-        || lower.starts_with("bearer") && w.len() > 6
         || ["api_key=", "apikey=", "token=", "secret=", "password="]
             .iter()
             .any(|k| lower.contains(k))
@@ -170,6 +192,9 @@ mod tests {
         assert!(!r.contains("aegis_abc_def"));
         assert!(!r.contains("xyz"));
         assert!(r.ends_with(" ok"));
+        let r = redact("Authorization: Bearer abc123 x-api-key: test-key done");
+        assert!(!r.contains("abc123") && !r.contains("test-key"), "{r}");
+        assert!(r.ends_with(" done"));
     }
 
     #[test]
