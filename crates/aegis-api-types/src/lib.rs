@@ -42,11 +42,13 @@ pub struct ErrorBody {
 pub struct CreateSessionRequest {
     pub work_dir: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     pub name: Option<String>,
     /// Deprecated alias of `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 100000)]
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -64,8 +66,10 @@ pub struct CreateSessionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1000, maximum = 86400000)]
     pub stall_threshold_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub permission_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
@@ -149,6 +153,7 @@ pub struct RuleConstraints {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    #[schema(min_length = 1, max_length = 100000)]
     pub text: String,
 }
 
@@ -156,6 +161,7 @@ pub struct SendRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandRequest {
+    #[schema(min_length = 1, max_length = 1000)]
     pub command: String,
 }
 
@@ -486,9 +492,13 @@ pub enum EntryBody {
         content: Vec<Value>,
     },
     #[serde(rename_all = "camelCase")]
-    AgentMessage { message_id: Option<String> },
+    AgentMessage {
+        message_id: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
-    AgentThought { message_id: Option<String> },
+    AgentThought {
+        message_id: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
     ToolCall {
         tool_call_id: String,
@@ -503,7 +513,9 @@ pub enum EntryBody {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
     },
-    Plan { entries: Vec<PlanEntry> },
+    Plan {
+        entries: Vec<PlanEntry>,
+    },
     #[serde(rename_all = "camelCase")]
     Permission {
         request_id: String,

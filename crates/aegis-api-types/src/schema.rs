@@ -159,9 +159,13 @@ pub enum EntryBodySchema {
         content: Vec<Value>,
     },
     #[serde(rename_all = "camelCase")]
-    AgentMessage { message_id: Option<String> },
+    AgentMessage {
+        message_id: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
-    AgentThought { message_id: Option<String> },
+    AgentThought {
+        message_id: Option<String>,
+    },
     #[serde(rename_all = "camelCase")]
     ToolCall {
         tool_call_id: String,
@@ -176,7 +180,9 @@ pub enum EntryBodySchema {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
     },
-    Plan { entries: Vec<PlanEntrySchema> },
+    Plan {
+        entries: Vec<PlanEntrySchema>,
+    },
     #[serde(rename_all = "camelCase")]
     Permission {
         request_id: String,

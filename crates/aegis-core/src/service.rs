@@ -1617,21 +1617,36 @@ impl SessionService {
     }
 
     /// Durable events of all visible sessions with globalSeq > `after`, at most `limit`.
+    /// Reads on past other tenants' events, so an empty result means the log is exhausted.
     pub async fn replay_global(
         &self,
         p: &Principal,
         after: u64,
         limit: usize,
     ) -> CoreResult<Vec<BusEvent>> {
-        let events = self.shared.store.read_global(after, limit).await?;
-        Ok(events
-            .iter()
-            .filter(|e| e.tenant_id.as_deref().is_none_or(|t| p.sees_tenant(t)))
-            .map(bus_event)
-            .collect())
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while out.len() < limit {
+            let events = self
+                .shared
+                .store
+                .read_global(cursor, limit.max(100))
+                .await?;
+            let Some(last) = events.last() else { break };
+            cursor = last.global_seq;
+            for e in &events {
+                if out.len() == limit {
+                    break;
+                }
+                if e.tenant_id.as_deref().is_none_or(|t| p.sees_tenant(t)) {
+                    out.push(bus_event(e));
+                }
+            }
+        }
+        Ok(out)
     }
 
-    /// `{sessionId, lastEventId, status, ended, oldestAvailableId}` for SSE streams.
+    /// `{sessionId, lastEventId, status, ended}` for SSE streams.
     pub fn stream_info(&self, p: &Principal, id: &str) -> CoreResult<Value> {
         let h = self.lookup(p, id)?;
         let s = h.snapshot();

@@ -32,7 +32,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Cow<'static, str>,
     pub message: String,
-    pub details: Option<Value>,
+    /// Structured context (boxed: keeps `Result<_, ApiError>` small).
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
 }
@@ -60,7 +61,7 @@ impl ApiError {
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -170,7 +171,7 @@ impl ApiError {
             message: self.message.clone(),
             request_id: request_id.to_owned(),
             error: self.message.clone(),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
         }
     }
 
@@ -234,8 +235,16 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         Unauthorized => StatusCode::UNAUTHORIZED,
         Forbidden | SessionForbidden => StatusCode::FORBIDDEN,
         NotFound | FeatureDisabled => StatusCode::NOT_FOUND,
-        SessionEnded | SessionBusy | QueueFull | DriverHeld | NotDriver | NoPendingPermission
-        | AlreadyResolved | RequestExpired | NoPendingQuestion | ResumeUnsupported
+        SessionEnded
+        | SessionBusy
+        | QueueFull
+        | DriverHeld
+        | NotDriver
+        | NoPendingPermission
+        | AlreadyResolved
+        | RequestExpired
+        | NoPendingQuestion
+        | ResumeUnsupported
         | HandshakeIncompatible => StatusCode::CONFLICT,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         SessionLimit => StatusCode::TOO_MANY_REQUESTS,
@@ -262,7 +271,7 @@ impl From<CoreError> for ApiError {
             status: status_of(e.kind),
             code: Cow::Borrowed(e.kind.code()),
             message: e.message,
-            details: e.details,
+            details: e.details.map(Box::new),
             retry_after: retry_after_of(e.kind),
         }
     }
@@ -353,6 +362,9 @@ mod tests {
     fn validation_message_names_the_first_issue() {
         let e = ApiError::validation_issues(vec![issue("page", "must be ≥ 1"), issue("x", "y")]);
         assert_eq!(e.message, "Invalid request: page: must be ≥ 1 (and 1 more)");
-        assert_eq!(e.details.as_ref().map(|d| d[0]["path"].clone()), Some(json!("page")));
+        assert_eq!(
+            e.details.as_ref().map(|d| d[0]["path"].clone()),
+            Some(json!("page"))
+        );
     }
 }

@@ -191,7 +191,12 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
 /// `application/json` or `application/<anything>+json`, with any parameters.
 pub fn is_json_content_type(ct: Option<&str>) -> bool {
     let Some(ct) = ct else { return false };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -361,6 +366,10 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     }
 }
 
+/// Largest `page` accepted: the spec sets no maximum, but page arithmetic must not overflow
+/// and no list is that long.
+pub const PAGE_MAX: u64 = 1_000_000_000;
+
 /// Default and maximum of page-list `limit` (api §1.4).
 pub const PAGE_LIMIT_DEFAULT: u64 = 20;
 pub const PAGE_LIMIT_MAX: u64 = 100;
@@ -407,9 +416,9 @@ impl QueryParams {
         self.opt_int(name, 0, u64::MAX)
     }
 
-    /// `page`: integer ≥ 1, default 1.
+    /// `page`: integer 1–[`PAGE_MAX`], default 1.
     pub fn page(&self) -> Result<u64, ApiError> {
-        self.int("page", 1, u64::MAX, 1)
+        self.int("page", 1, PAGE_MAX, 1)
     }
 
     /// `limit` (alias `pageSize`): integer `1..=max`, `default` when absent.
@@ -423,7 +432,10 @@ impl QueryParams {
 
     /// `page` and `limit` of a page list (api §1.4: limit 1–100, default 20).
     pub fn pagination(&self) -> Result<(u64, u64), ApiError> {
-        Ok((self.page()?, self.limit(PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX)?))
+        Ok((
+            self.page()?,
+            self.limit(PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX)?,
+        ))
     }
 
     /// A boolean: `true`/`false`/`1`/`0` (any case).
@@ -525,6 +537,8 @@ mod tests {
             ("page=abc", "page"),
             ("page=1.5", "page"),
             ("page=99999999999999999999999", "page"),
+            ("page=9223372036854775808", "page"),
+            ("page=1000000001", "page"),
             ("limit=0", "limit"),
             ("limit=101", "limit"),
             ("limit=abc", "limit"),
@@ -548,7 +562,11 @@ mod tests {
         assert!(q("force=yes").bool("force").is_err());
         assert_eq!(q("kind=a,%20b,,c").list("kind"), vec!["a", "b", "c"]);
         assert_eq!(q("x=1&x=2").get("x"), Some("1"));
-        assert!(q("status=bad").one_of("status", &["pending", "all"]).is_err());
+        assert!(
+            q("status=bad")
+                .one_of("status", &["pending", "all"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -594,7 +612,9 @@ mod tests {
     #[test]
     fn json_content_types() {
         assert!(is_json_content_type(Some("application/json")));
-        assert!(is_json_content_type(Some("Application/JSON; charset=utf-8")));
+        assert!(is_json_content_type(Some(
+            "Application/JSON; charset=utf-8"
+        )));
         assert!(is_json_content_type(Some("application/merge-patch+json")));
         assert!(!is_json_content_type(Some("text/plain")));
         assert!(!is_json_content_type(Some(

@@ -5,7 +5,7 @@
 
 use aegis_api_types::{
     ApproveRequest, CancelRequest, CommandRequest, CreateSessionRequest, DecisionResponse,
-    ErrorBody, EventLogPage, HandshakeRequest, Pagination, PatchSessionRequest, PauseRequest,
+    ErrorBody, EventLogPage, HandshakeRequest, PatchSessionRequest, PauseRequest,
     PermissionRequestDto, ReadResponse, RejectRequest, ResumeRequest, SendRequest, SendResponse,
     SessionHealth, SessionInfo, SessionList,
 };
@@ -25,9 +25,9 @@ use crate::extract::{
 };
 use crate::handshake::{self, HandshakeResponse};
 use crate::schemas::{
-    ActionResult, AgentList, CancelResult, Diagnostics, HealthReport, HistoryPage, HistoryRecord,
-    InterruptResult, PauseResult, PermissionInbox, SessionStats, SessionSummary, StatusResult,
-    TranscriptCursorPage, TranscriptPage,
+    ActionResult, AgentList, CancelResult, Diagnostics, HealthReport, HistoryPage, InterruptResult,
+    PauseResult, PermissionInbox, SessionStats, SessionSummary, StatusResult, TranscriptCursorPage,
+    TranscriptPage,
 };
 use crate::sse::{self, StreamCtx, StreamParams};
 
@@ -100,12 +100,10 @@ pub(crate) async fn handshake(
             .first()
             .cloned()
             .unwrap_or_else(|| "Incompatible protocol version".to_owned());
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "HANDSHAKE_INCOMPATIBLE",
-            message,
-        )
-        .with_details(serde_json::to_value(&result).unwrap_or(Value::Null)));
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "HANDSHAKE_INCOMPATIBLE", message)
+                .with_details(serde_json::to_value(&result).unwrap_or(Value::Null)),
+        );
     }
     Ok(Json(result))
 }
@@ -141,7 +139,7 @@ pub(crate) async fn agents(State(ctx): State<Ctx>, _caller: Caller) -> Json<Valu
 #[utoipa::path(
     get, path = "/v1/diagnostics", tag = "server",
     params(
-        ("limit" = Option<u64>, Query, description = "1–500 (default 50)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 500, description = "1–500 (default 50)"),
         ("sessionId" = Option<String>, Query, description = "Only events of this session"),
         ("level" = Option<String>, Query, description = "Only events of this level"),
     ),
@@ -171,8 +169,8 @@ pub(crate) async fn diagnostics(
 #[utoipa::path(
     get, path = "/v1/sessions", tag = "sessions",
     params(
-        ("page" = Option<u64>, Query, description = "≥ 1 (default 1)"),
-        ("limit" = Option<u64>, Query, description = "1–100 (default 20); alias `pageSize`"),
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000000, description = "1–1 000 000 000 (default 1)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "1–100 (default 20); alias `pageSize`"),
         ("status" = Option<String>, Query, description = "Status names, comma list, groups `active`/`waiting`/`ended`"),
         ("project" = Option<String>, Query, description = "Case-insensitive substring of workDir"),
         ("workDir" = Option<String>, Query, description = "Same-or-child path"),
@@ -238,8 +236,8 @@ pub(crate) async fn session_stats(State(ctx): State<Ctx>, Caller(p): Caller) -> 
 #[utoipa::path(
     get, path = "/v1/sessions/history", tag = "sessions",
     params(
-        ("page" = Option<u64>, Query, description = "≥ 1 (default 1)"),
-        ("limit" = Option<u64>, Query, description = "1–200 (default 50)"),
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000000, description = "1–1 000 000 000 (default 1)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 200, description = "1–200 (default 50)"),
         ("status" = Option<String>, Query, description = "As in the session list"),
         ("ownerKeyId" = Option<String>, Query),
         ("name" = Option<String>, Query, description = "Case-insensitive substring"),
@@ -253,74 +251,26 @@ pub(crate) async fn session_history(
     State(ctx): State<Ctx>,
     Caller(p): Caller,
     q: QueryParams,
-) -> ApiResult<Json<HistoryPage>> {
+) -> ApiResult<Json<Value>> {
     let page = q.page()?;
     let limit = q.limit(50, 200)?;
-    let owner = q.string("ownerKeyId");
-    let name = q.string("name").map(|n| n.to_lowercase());
     let created_after = time_param(&q, "createdAfter")?;
     let created_before = time_param(&q, "createdBefore")?;
     let ascending = q.one_of("sortOrder", &["asc", "desc"])?.as_deref() == Some("asc");
-
-    // Built from the session list (sessions are retained until purged, api §7.4).
-    let mut all = Vec::new();
-    let mut list_page = 1;
-    loop {
-        let list = ctx.app.service.list(
-            &p,
-            &ListQuery {
-                page: list_page,
-                limit: 100,
-                status: q.string("status"),
-                ..ListQuery::default()
-            },
-        )?;
-        let n = list.sessions.len() as u64;
-        all.extend(list.sessions);
-        if n == 0 || list_page.saturating_mul(100) >= list.pagination.total {
-            break;
-        }
-        list_page += 1;
-    }
-    let mut records: Vec<HistoryRecord> = all
-        .into_iter()
-        .filter(|s| owner.as_ref().is_none_or(|o| &s.owner_key_id == o))
-        .filter(|s| {
-            name.as_ref()
-                .is_none_or(|n| s.name.to_lowercase().contains(n))
-        })
-        .filter(|s| created_after.is_none_or(|t| s.created_at >= t))
-        .filter(|s| created_before.is_none_or(|t| s.created_at <= t))
-        .map(|s| HistoryRecord {
-            id: s.id,
-            name: s.name,
-            agent: s.agent,
-            owner_key_id: s.owner_key_id,
-            created_at: s.created_at,
-            ended_at: s.ended_at,
-            last_seen_at: s.last_activity,
-            final_status: s.status,
-        })
-        .collect();
-    records.sort_by(|a, b| {
-        let ord = a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id));
-        if ascending { ord } else { ord.reverse() }
-    });
-    let total = records.len() as u64;
-    let records = records
-        .into_iter()
-        .skip(to_usize((page - 1).saturating_mul(limit)))
-        .take(to_usize(limit))
-        .collect();
-    Ok(Json(HistoryPage {
-        records,
-        pagination: Pagination {
-            page,
-            limit,
-            total,
-            total_pages: total.div_ceil(limit),
-        },
-    }))
+    let status = q.string("status");
+    let owner = q.string("ownerKeyId");
+    let name = q.string("name");
+    Ok(Json(ctx.app.service.history(
+        &p,
+        page,
+        limit,
+        status.as_deref(),
+        owner.as_deref(),
+        name.as_deref(),
+        created_after,
+        created_before,
+        ascending,
+    )?))
 }
 
 /// An ISO-8601 time (or epoch milliseconds) query parameter.
@@ -334,7 +284,10 @@ fn time_param(q: &QueryParams, name: &str) -> ApiResult<Option<u64>> {
         Some(raw) => aegis_domain::time::parse_iso8601_ms(raw)
             .map(Some)
             .ok_or_else(|| {
-                ApiError::validation(name, "must be an ISO-8601 time such as 2026-05-04T10:00:00Z")
+                ApiError::validation(
+                    name,
+                    "must be an ISO-8601 time such as 2026-05-04T10:00:00Z",
+                )
             }),
     }
 }
@@ -357,8 +310,8 @@ pub(crate) async fn sessions_health(
     params(
         ("status" = Option<String>, Query, description = "`pending` (default) | `resolved` | `all`"),
         ("sessionId" = Option<String>, Query),
-        ("page" = Option<u64>, Query, description = "≥ 1 (default 1)"),
-        ("limit" = Option<u64>, Query, description = "1–100 (default 20)"),
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000000, description = "1–1 000 000 000 (default 1)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "1–100 (default 20)"),
     ),
     responses((status = 200, description = "Permission requests", body = PermissionInbox))
 )]
@@ -382,7 +335,7 @@ pub(crate) async fn permissions(
 /// One permission request.
 #[utoipa::path(
     get, path = "/v1/permissions/{requestId}", tag = "permissions",
-    params(("requestId" = String, Path, description = "Permission request id (UUID)")),
+    params(("requestId" = String, Path, format = Uuid, description = "Permission request id (UUID)")),
     responses((status = 200, description = "The request", body = PermissionRequestDto))
 )]
 pub(crate) async fn permission(
@@ -400,7 +353,7 @@ pub(crate) async fn permission(
 /// One session, with `actionHints` and `availableCommands`.
 #[utoipa::path(
     get, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "The session", body = SessionInfo))
 )]
 pub(crate) async fn get_session(
@@ -414,7 +367,7 @@ pub(crate) async fn get_session(
 /// Change name, permission mode, model, thresholds or meta.
 #[utoipa::path(
     patch, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body = PatchSessionRequest,
     responses((status = 200, description = "The updated session", body = SessionInfo))
 )]
@@ -430,7 +383,7 @@ pub(crate) async fn patch_session(
 /// Kill a session (already ended → 200 with the final status).
 #[utoipa::path(
     delete, path = "/v1/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Killed", body = StatusResult))
 )]
 pub(crate) async fn kill_session(
@@ -454,7 +407,7 @@ pub(crate) async fn kill_session_post(
 /// Close an idle session normally (`completed`).
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/close", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Closed", body = StatusResult))
 )]
 pub(crate) async fn close_session(
@@ -469,7 +422,7 @@ pub(crate) async fn close_session(
 /// Health of one session.
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/health", tag = "sessions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Health", body = SessionHealth))
 )]
 pub(crate) async fn session_health(
@@ -483,7 +436,7 @@ pub(crate) async fn session_health(
 /// Send a prompt (queued when a turn runs). Aliases: `/input`, `/prompt`.
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/send", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body = SendRequest,
     responses((status = 200, description = "Delivered or queued", body = SendResponse))
 )]
@@ -505,7 +458,7 @@ pub(crate) async fn send(
 /// Send a slash command (`/` is prefixed when missing).
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/command", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body = CommandRequest,
     responses((status = 200, description = "Delivered or queued", body = SendResponse))
 )]
@@ -527,7 +480,7 @@ pub(crate) async fn command(
 /// Approve a pending permission request (the oldest unless `requestId` is given).
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/approve", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body(content = ApproveRequest, description = "May be omitted"),
     responses((status = 200, description = "Approved", body = DecisionResponse))
 )]
@@ -545,7 +498,7 @@ pub(crate) async fn approve(
 /// Reject a pending permission request.
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/reject", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body(content = RejectRequest, description = "May be omitted"),
     responses((status = 200, description = "Rejected", body = DecisionResponse))
 )]
@@ -558,15 +511,13 @@ pub(crate) async fn reject(
     if let Some(reason) = &req.reason {
         check_max("reason", reason, MAX_REJECT_REASON_CHARS)?;
     }
-    Ok(Json(
-        ctx.app.service.reject(&p, &id, req, Via::Rest).await?,
-    ))
+    Ok(Json(ctx.app.service.reject(&p, &id, req, Via::Rest).await?))
 }
 
 /// Dismiss pending requests and questions, else interrupt.
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/escape", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Done", body = ActionResult))
 )]
 pub(crate) async fn escape(
@@ -581,7 +532,7 @@ pub(crate) async fn escape(
 /// Cancel the running turn (queued prompts then proceed).
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/interrupt", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Done", body = InterruptResult))
 )]
 pub(crate) async fn interrupt(
@@ -596,7 +547,7 @@ pub(crate) async fn interrupt(
 /// Cancel the running turn and drop the queue.
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/cancel", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body(content = CancelRequest, description = "May be omitted"),
     responses((status = 200, description = "Done", body = CancelResult))
 )]
@@ -617,7 +568,7 @@ pub(crate) async fn cancel(
 /// Stop dequeuing prompts (idempotent).
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/pause", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body(content = PauseRequest, description = "May be omitted"),
     responses((status = 200, description = "Paused", body = PauseResult))
 )]
@@ -636,7 +587,7 @@ pub(crate) async fn pause(
 /// Release the queue, retry, or reattach.
 #[utoipa::path(
     post, path = "/v1/sessions/{id}/resume", tag = "actions",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     request_body(content = ResumeRequest, description = "May be omitted"),
     responses((status = 200, description = "Done", body = ActionResult))
 )]
@@ -662,9 +613,9 @@ pub(crate) async fn resume(
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/read", tag = "data",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
         ("after" = Option<u64>, Query, description = "Event id cursor (stateless); absent = the caller's persisted cursor"),
-        ("limit" = Option<u64>, Query, description = "1–1000 (default 200)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000 (default 200)"),
     ),
     responses((status = 200, description = "Entries", body = ReadResponse))
 )]
@@ -688,9 +639,9 @@ pub(crate) async fn read(
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/transcript", tag = "data",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
-        ("page" = Option<u64>, Query, description = "≥ 1 (default 1)"),
-        ("limit" = Option<u64>, Query, description = "1–200 (default 50)"),
+        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1000000000, description = "1–1 000 000 000 (default 1)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 200, description = "1–200 (default 50)"),
         ("role" = Option<String>, Query, description = "`user` | `assistant` | `system`"),
         ("kind" = Option<String>, Query, description = "Comma list of entry kinds"),
         ("turnId" = Option<String>, Query),
@@ -725,10 +676,10 @@ pub(crate) async fn transcript(
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/transcript/cursor", tag = "data",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
         ("before_id" = Option<u64>, Query, description = "Entries before this entry id (exclusive)"),
         ("after_id" = Option<u64>, Query, description = "Entries after this entry id (exclusive)"),
-        ("limit" = Option<u64>, Query, description = "1–200 (default 50)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 200, description = "1–200 (default 50)"),
         ("role" = Option<String>, Query),
         ("kind" = Option<String>, Query, description = "Comma list of entry kinds"),
     ),
@@ -768,7 +719,7 @@ pub(crate) async fn transcript_cursor(
 /// A short summary of the session.
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/summary", tag = "data",
-    params(("id" = String, Path, description = "Session id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Session id (UUID)")),
     responses((status = 200, description = "Summary", body = SessionSummary))
 )]
 pub(crate) async fn summary(
@@ -791,9 +742,9 @@ fn event_filter(q: &QueryParams) -> ApiResult<EventFilter> {
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/events/log", tag = "events",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
         ("after" = Option<u64>, Query, description = "Event id cursor (default 0)"),
-        ("limit" = Option<u64>, Query, description = "1–1000 (default 200)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000 (default 200)"),
         ("types" = Option<String>, Query, description = "Comma list of event types"),
         ("category" = Option<String>, Query, description = "`timeline`: every type except message and message_delta"),
     ),
@@ -821,7 +772,7 @@ pub(crate) async fn events_log(
     get, path = "/v1/events/log", tag = "events",
     params(
         ("after" = Option<u64>, Query, description = "Global sequence cursor (default 0)"),
-        ("limit" = Option<u64>, Query, description = "1–1000 (default 200)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "1–1000 (default 200)"),
         ("types" = Option<String>, Query, description = "Comma list of event types"),
         ("sessionId" = Option<String>, Query, description = "Only events of this session"),
         ("category" = Option<String>, Query, description = "`timeline`: every type except message and message_delta"),
@@ -853,7 +804,7 @@ fn heartbeat(ctx: &Ctx) -> Duration {
 #[utoipa::path(
     get, path = "/v1/sessions/{id}/events", tag = "events",
     params(
-        ("id" = String, Path, description = "Session id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "Replay cursor (wins over the query)"),
         ("lastEventId" = Option<u64>, Query, description = "Replay cursor"),
         ("after" = Option<u64>, Query, description = "Replay cursor"),

@@ -34,8 +34,7 @@ pub(crate) async fn conventions(
         .filter(|id| valid_request_id(id))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    req.extensions_mut()
-        .insert(RequestId(request_id.clone()));
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     req.extensions_mut()
         .insert(BodyLimit(config.max_body_bytes));
     let method = req.method().clone();

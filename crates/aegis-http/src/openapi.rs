@@ -119,17 +119,15 @@ pub fn document() -> utoipa::openapi::OpenApi {
 
     // Aliases: a copy of the canonical operation under the alias's path and operation id.
     for route in route_table() {
-        let Some(alias) = route.alias_of else { continue };
+        let Some(alias) = route.alias_of else {
+            continue;
+        };
         let Some(canonical) = operation(&doc, alias.method, alias.path).cloned() else {
             continue; // reported by the coverage test
         };
         let mut op = canonical;
         op.operation_id = Some(alias.operation_id.to_owned());
-        op.summary = Some(format!(
-            "Alias of {} {}",
-            alias.method.as_str(),
-            alias.path
-        ));
+        op.summary = Some(format!("Alias of {} {}", alias.method.as_str(), alias.path));
         if alias.method != route.method {
             // e.g. POST …/kill for DELETE …/{id}: same semantics, no body.
             op.request_body = None;

@@ -1,13 +1,12 @@
 //! Response shapes that the service returns as JSON values, described for the OpenAPI
-//! document (documentation only; the handlers pass the service's values through) — plus the
-//! history records this crate builds itself.
+//! document (documentation only: the handlers pass the service's values through).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
 use aegis_api_types::{Pagination, PermissionRequestDto, TranscriptEntry, schema::UsageSchema};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -62,7 +61,7 @@ pub struct SessionStats {
 }
 
 /// One record of `GET /v1/sessions/history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryRecord {
     pub id: String,
@@ -77,7 +76,7 @@ pub struct HistoryRecord {
 }
 
 /// `GET /v1/sessions/history`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct HistoryPage {
     pub records: Vec<HistoryRecord>,
     pub pagination: Pagination,

@@ -223,11 +223,7 @@ impl StreamParams {
         } else if list.iter().any(|t| t == "*") {
             TypeFilter::All
         } else {
-            TypeFilter::Only(
-                list.iter()
-                    .map(|t| canonical_name(t).to_owned())
-                    .collect(),
-            )
+            TypeFilter::Only(list.iter().map(|t| canonical_name(t).to_owned()).collect())
         };
         let named = q.bool("named")?.unwrap_or(true);
         let legacy_names = global && q.bool("legacyNames")?.unwrap_or(false);
@@ -306,6 +302,15 @@ fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response {
     res
 }
 
+/// Resolves once the server shuts down (also when that happened before the call).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let gone = rx.wait_for(|stop| *stop).await.is_err();
+    if gone {
+        // The router was dropped without a shutdown signal: the connection goes with it.
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The connection was closed (client gone, write blocked, shutdown).
 struct Closed;
 
@@ -382,7 +387,10 @@ pub(crate) struct StreamCtx {
 }
 
 /// `GET /v1/sessions/{id}/events`: validate, then hand the stream to a task.
-pub(crate) fn open_session_stream(ctx: StreamCtx, session_id: String) -> Result<Response, ApiError> {
+pub(crate) fn open_session_stream(
+    ctx: StreamCtx,
+    session_id: String,
+) -> Result<Response, ApiError> {
     // Subscribe before anything is read so that nothing published from now on is missed.
     let live = ctx.service.subscribe();
     let info = ctx.service.stream_info(&ctx.principal, &session_id)?;
@@ -432,7 +440,8 @@ async fn session_stream(
     let last_event_id = info.get("lastEventId").and_then(Value::as_u64).unwrap_or(0);
     let ended_at_connect = info.get("ended").and_then(Value::as_bool).unwrap_or(false);
 
-    out.send_bytes(Bytes::from_static(b"retry: 3000\n\n")).await?;
+    out.send_bytes(Bytes::from_static(b"retry: 3000\n\n"))
+        .await?;
     let connected = local_envelope(
         "connected",
         Some(&session_id),
@@ -489,10 +498,19 @@ async fn session_stream(
         floor = floor.max(cursor);
     }
 
-    if ended_at_connect {
+    // A terminal session (also one that ended between `stream_info` and the replay): the
+    // stream closes after its `ended` frame.
+    if ended_at_connect || saw_ended {
         if !saw_ended {
-            send_final_ended(&service, &principal, &session_id, last_event_id, &render, &mut out)
-                .await?;
+            send_final_ended(
+                &service,
+                &principal,
+                &session_id,
+                last_event_id,
+                &render,
+                &mut out,
+            )
+            .await?;
         }
         return Ok(());
     }
@@ -501,7 +519,7 @@ async fn session_stream(
         let idle = Instant::now().saturating_duration_since(out.last_frame);
         let wait = heartbeat.saturating_sub(idle);
         tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = stopped(&mut shutdown) => return Ok(()),
             _ = out.tx.closed() => return Err(Closed),
             _ = tokio::time::sleep(wait) => {
                 let data = local_envelope(
@@ -619,7 +637,8 @@ async fn global_stream(
         .and_then(Value::as_u64)
         .unwrap_or(0);
 
-    out.send_bytes(Bytes::from_static(b"retry: 3000\n\n")).await?;
+    out.send_bytes(Bytes::from_static(b"retry: 3000\n\n"))
+        .await?;
     let connected = local_envelope(
         "connected",
         None,
@@ -639,7 +658,7 @@ async fn global_stream(
         let idle = Instant::now().saturating_duration_since(out.last_frame);
         let wait = heartbeat.saturating_sub(idle);
         tokio::select! {
-            _ = shutdown.changed() => {
+            _ = stopped(&mut shutdown) => {
                 let data = local_envelope("shutdown", None, json!({}));
                 let _ = out.send(None, "shutdown", &data).await;
                 return Ok(());
@@ -741,12 +760,18 @@ mod tests {
         let s2 = limiter.acquire(Some(a)).expect("2");
         let e = limiter.acquire(Some(a)).expect_err("per ip");
         assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.details.as_ref().map(|d| d["reason"].clone()), Some(json!("per_ip_limit")));
+        assert_eq!(
+            e.details.as_ref().map(|d| d["reason"].clone()),
+            Some(json!("per_ip_limit"))
+        );
         assert_eq!(e.retry_after, Some(5));
         let s3 = limiter.acquire(Some(b)).expect("3");
         let e = limiter.acquire(Some(b)).expect_err("global");
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(e.details.as_ref().map(|d| d["reason"].clone()), Some(json!("global_limit")));
+        assert_eq!(
+            e.details.as_ref().map(|d| d["reason"].clone()),
+            Some(json!("global_limit"))
+        );
         drop(s1);
         assert_eq!(limiter.counts(Some(a)), (2, 1));
         drop((s2, s3));
@@ -764,7 +789,12 @@ mod tests {
         assert!(!p.named);
         assert!(p.types.allows("status") && !p.types.allows("approval"));
         headers.insert("last-event-id", HeaderValue::from_static("9"));
-        assert_eq!(StreamParams::parse(&headers, &q, false).map(|p| p.cursor).ok(), Some(Some(9)));
+        assert_eq!(
+            StreamParams::parse(&headers, &q, false)
+                .map(|p| p.cursor)
+                .ok(),
+            Some(Some(9))
+        );
         headers.insert("last-event-id", HeaderValue::from_static("x"));
         assert!(StreamParams::parse(&headers, &q, false).is_err());
 

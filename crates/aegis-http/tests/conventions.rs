@@ -51,7 +51,10 @@ async fn health_carries_the_convention_headers() {
             Some("application/json; charset=utf-8")
         );
         let rid = header(&res, "x-request-id").expect("request id").to_owned();
-        assert!(uuid::Uuid::parse_str(&rid).is_ok(), "generated id is a UUID: {rid}");
+        assert!(
+            uuid::Uuid::parse_str(&rid).is_ok(),
+            "generated id is a UUID: {rid}"
+        );
         let v: Value = res.json().await.expect("json");
         assert!(v["status"].is_string(), "{v}");
         assert!(v["version"].is_string(), "{v}");
@@ -96,7 +99,13 @@ async fn request_ids_are_echoed_when_valid_and_replaced_otherwise() {
 #[tokio::test]
 async fn unknown_paths_and_methods_get_the_envelope() {
     let s = TestServer::start().await;
-    for path in ["/v1/nope", "/sessions", "/", "/v2/sessions", "/v1/sessions/"] {
+    for path in [
+        "/v1/nope",
+        "/sessions",
+        "/",
+        "/v2/sessions",
+        "/v1/sessions/",
+    ] {
         let res = s.get(path).await;
         assert_security_headers(&res);
         envelope(res, 404, "NOT_FOUND").await;
@@ -108,7 +117,10 @@ async fn unknown_paths_and_methods_get_the_envelope() {
         .await
         .expect("send");
     let allow = header(&res, "allow").unwrap_or("").to_owned();
-    assert!(allow.contains("GET") && allow.contains("POST"), "Allow: {allow}");
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
     envelope(res, 405, "METHOD_NOT_ALLOWED").await;
     let res = s
         .client
@@ -118,7 +130,12 @@ async fn unknown_paths_and_methods_get_the_envelope() {
         .expect("send");
     envelope(res, 405, "METHOD_NOT_ALLOWED").await;
     // HEAD of a GET route works.
-    let res = s.client.head(s.url("/v1/health")).send().await.expect("send");
+    let res = s
+        .client
+        .head(s.url("/v1/health"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(res.status(), 200);
 }
 
@@ -136,7 +153,13 @@ async fn bodies_are_strict_json() {
         .await
         .expect("send");
     let v = envelope(res, 400, "VALIDATION_ERROR").await;
-    assert!(v["details"][0]["message"].as_str().unwrap_or("").contains("malformed JSON"), "{v}");
+    assert!(
+        v["details"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("malformed JSON"),
+        "{v}"
+    );
     // Unknown field.
     let res = s
         .post_json("/v1/sessions", &json!({"workDir": "/x", "bogus": 1}))
@@ -237,19 +260,50 @@ async fn bodyless_posts_accept_empty_or_empty_object_with_any_content_type() {
 async fn text_limits_are_checked() {
     let s = TestServer::start().await;
     let send = format!("/v1/sessions/{SID}/send");
-    let v = envelope(s.post_json(&send, &json!({"text": ""})).await, 400, "VALIDATION_ERROR").await;
+    let v = envelope(
+        s.post_json(&send, &json!({"text": ""})).await,
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
     assert_eq!(issue_paths(&v), ["text"]);
-    let v = envelope(s.post_json(&send, &json!({})).await, 400, "VALIDATION_ERROR").await;
+    let v = envelope(
+        s.post_json(&send, &json!({})).await,
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
     assert_eq!(issue_paths(&v), ["text"]);
     let long = "x".repeat(100_001);
-    let v = envelope(s.post_json(&send, &json!({"text": long})).await, 413, "PAYLOAD_TOO_LARGE").await;
+    let v = envelope(
+        s.post_json(&send, &json!({"text": long})).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
     assert_eq!(issue_paths(&v), ["text"]);
     let ok_len = "x".repeat(100_000);
     // Within the limit → reaches the service (unknown session).
-    envelope(s.post_json(&send, &json!({"text": ok_len})).await, 404, "NOT_FOUND").await;
+    envelope(
+        s.post_json(&send, &json!({"text": ok_len})).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     let cmd = format!("/v1/sessions/{SID}/command");
-    envelope(s.post_json(&cmd, &json!({"command": "x".repeat(1001)})).await, 413, "PAYLOAD_TOO_LARGE").await;
-    envelope(s.post_json(&cmd, &json!({"command": ""})).await, 400, "VALIDATION_ERROR").await;
+    envelope(
+        s.post_json(&cmd, &json!({"command": "x".repeat(1001)}))
+            .await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    envelope(
+        s.post_json(&cmd, &json!({"command": ""})).await,
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -285,12 +339,21 @@ async fn pagination_errors_name_the_field() {
         (format!("/v1/sessions/{SID}/read?after=-1"), "after"),
         (format!("/v1/sessions/{SID}/transcript?limit=201"), "limit"),
         (format!("/v1/sessions/{SID}/transcript?page=0"), "page"),
-        (format!("/v1/sessions/{SID}/transcript/cursor?before_id=x"), "before_id"),
+        (
+            format!("/v1/sessions/{SID}/transcript/cursor?before_id=x"),
+            "before_id",
+        ),
         (format!("/v1/sessions/{SID}/events/log?limit=1001"), "limit"),
-        (format!("/v1/sessions/{SID}/events/log?category=other"), "category"),
+        (
+            format!("/v1/sessions/{SID}/events/log?category=other"),
+            "category",
+        ),
         ("/v1/events/log?after=x".to_owned(), "after"),
         ("/v1/sessions/history?limit=201".to_owned(), "limit"),
-        ("/v1/sessions/history?createdAfter=yesterday".to_owned(), "createdAfter"),
+        (
+            "/v1/sessions/history?createdAfter=yesterday".to_owned(),
+            "createdAfter",
+        ),
         ("/v1/sessions/history?sortOrder=up".to_owned(), "sortOrder"),
         ("/v1/diagnostics?limit=501".to_owned(), "limit"),
     ] {
@@ -312,13 +375,32 @@ async fn session_routes_reject_non_uuid_ids() {
     ] {
         envelope(s.get(path).await, 400, "INVALID_SESSION_ID").await;
     }
-    for path in ["/v1/sessions/x/kill", "/v1/sessions/x/send", "/v1/sessions/x/approve"] {
-        envelope(s.post_json(path, &json!({"text": "hi"})).await, 400, "INVALID_SESSION_ID").await;
+    for path in [
+        "/v1/sessions/x/kill",
+        "/v1/sessions/x/send",
+        "/v1/sessions/x/approve",
+    ] {
+        envelope(
+            s.post_json(path, &json!({"text": "hi"})).await,
+            400,
+            "INVALID_SESSION_ID",
+        )
+        .await;
     }
-    let res = s.client.delete(s.url("/v1/sessions/x")).send().await.expect("send");
+    let res = s
+        .client
+        .delete(s.url("/v1/sessions/x"))
+        .send()
+        .await
+        .expect("send");
     envelope(res, 400, "INVALID_SESSION_ID").await;
     // Upper-case UUIDs are accepted; unknown → 404.
-    envelope(s.get(&format!("/v1/sessions/{}", SID.to_uppercase())).await, 404, "NOT_FOUND").await;
+    envelope(
+        s.get(&format!("/v1/sessions/{}", SID.to_uppercase())).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     // Not a session route: a non-UUID permission id is just not found.
     envelope(s.get("/v1/permissions/nope").await, 404, "NOT_FOUND").await;
 }
@@ -327,7 +409,10 @@ async fn session_routes_reject_non_uuid_ids() {
 async fn handshake_negotiates() {
     let s = TestServer::start().await;
     let res = s
-        .post_json("/v1/handshake", &json!({"protocolVersion": "1", "clientCapabilities": ["session.create", "x"]}))
+        .post_json(
+            "/v1/handshake",
+            &json!({"protocolVersion": "1", "clientCapabilities": ["session.create", "x"]}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     let v: Value = res.json().await.expect("json");
@@ -336,7 +421,8 @@ async fn handshake_negotiates() {
     assert_eq!(v["negotiatedCapabilities"], json!(["session.create"]));
     assert_eq!(v["fallbackMode"], "none");
     let v = envelope(
-        s.post_json("/v1/handshake", &json!({"protocolVersion": "2"})).await,
+        s.post_json("/v1/handshake", &json!({"protocolVersion": "2"}))
+            .await,
         409,
         "HANDSHAKE_INCOMPATIBLE",
     )
@@ -344,13 +430,20 @@ async fn handshake_negotiates() {
     assert_eq!(v["details"]["fallbackMode"], "incompatible-protocol");
     assert_eq!(v["details"]["compatible"], false);
     let v = envelope(
-        s.post_json("/v1/handshake", &json!({"protocolVersion": "abc"})).await,
+        s.post_json("/v1/handshake", &json!({"protocolVersion": "abc"}))
+            .await,
         409,
         "HANDSHAKE_INCOMPATIBLE",
     )
     .await;
     assert_eq!(v["details"]["fallbackMode"], "invalid-protocol");
-    let v = envelope(s.post_json("/v1/handshake", &json!({"protocolVersion": 1})).await, 400, "VALIDATION_ERROR").await;
+    let v = envelope(
+        s.post_json("/v1/handshake", &json!({"protocolVersion": 1}))
+            .await,
+        400,
+        "VALIDATION_ERROR",
+    )
+    .await;
     assert_eq!(issue_paths(&v), ["protocolVersion"]);
 }
 
@@ -362,7 +455,11 @@ async fn openapi_is_served_with_cors() {
     assert_eq!(header(&res, "access-control-allow-origin"), Some("*"));
     assert_security_headers(&res);
     let v: Value = res.json().await.expect("json");
-    assert!(v["openapi"].as_str().unwrap_or("").starts_with("3.1"), "{}", v["openapi"]);
+    assert!(
+        v["openapi"].as_str().unwrap_or("").starts_with("3.1"),
+        "{}",
+        v["openapi"]
+    );
     assert!(v["paths"]["/v1/sessions"]["post"].is_object());
 }
 
@@ -407,7 +504,10 @@ async fn serve_plain(router: Router) -> String {
     format!("http://{addr}")
 }
 
-async fn echo(q: QueryParams, JsonBody(v): JsonBody<Value>) -> Result<String, aegis_http::ApiError> {
+async fn echo(
+    q: QueryParams,
+    JsonBody(v): JsonBody<Value>,
+) -> Result<String, aegis_http::ApiError> {
     let (page, limit) = q.pagination()?;
     Ok(format!("{page}/{limit}/{v}"))
 }
@@ -472,33 +572,58 @@ async fn infrastructure_without_a_service() {
         .expect("send");
     assert_eq!(res.text().await.expect("text"), SID);
     envelope(
-        client.get(format!("{base}/s/42")).send().await.expect("send"),
+        client
+            .get(format!("{base}/s/42"))
+            .send()
+            .await
+            .expect("send"),
         400,
         "INVALID_SESSION_ID",
     )
     .await;
     let v = envelope(
-        client.get(format!("{base}/panic")).send().await.expect("send"),
+        client
+            .get(format!("{base}/panic"))
+            .send()
+            .await
+            .expect("send"),
         500,
         "INTERNAL_ERROR",
     )
     .await;
-    assert!(v["message"].as_str().unwrap_or("").contains(v["requestId"].as_str().unwrap_or("?")));
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(v["requestId"].as_str().unwrap_or("?"))
+    );
     let v = envelope(
-        client.get(format!("{base}/teapot")).send().await.expect("send"),
+        client
+            .get(format!("{base}/teapot"))
+            .send()
+            .await
+            .expect("send"),
         418,
         "ERROR",
     )
     .await;
     assert_eq!(v["message"], "short and stout");
     envelope(
-        client.get(format!("{base}/missing")).send().await.expect("send"),
+        client
+            .get(format!("{base}/missing"))
+            .send()
+            .await
+            .expect("send"),
         404,
         "NOT_FOUND",
     )
     .await;
     envelope(
-        client.delete(format!("{base}/echo")).send().await.expect("send"),
+        client
+            .delete(format!("{base}/echo"))
+            .send()
+            .await
+            .expect("send"),
         405,
         "METHOD_NOT_ALLOWED",
     )

@@ -44,7 +44,10 @@ fn every_registered_route_is_documented_and_nothing_else() {
             }
         }
     }
-    assert!(missing.is_empty(), "routes missing from the OpenAPI document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from the OpenAPI document: {missing:?}"
+    );
 
     // And no documented operation without a route.
     let mut phantom = Vec::new();
@@ -60,11 +63,17 @@ fn every_registered_route_is_documented_and_nothing_else() {
             }
         }
         assert!(
-            item.put.is_none() && item.options.is_none() && item.head.is_none() && item.trace.is_none(),
+            item.put.is_none()
+                && item.options.is_none()
+                && item.head.is_none()
+                && item.trace.is_none(),
             "{path}: unexpected method documented"
         );
     }
-    assert!(phantom.is_empty(), "documented but not registered: {phantom:?}");
+    assert!(
+        phantom.is_empty(),
+        "documented but not registered: {phantom:?}"
+    );
 
     // Operation ids are unique.
     let mut ids = BTreeSet::new();
@@ -107,10 +116,14 @@ fn the_document_is_openapi_3_1_with_the_main_schemas() {
         assert!(schemas[name].is_object(), "dangling $ref to {name}");
     }
     assert_eq!(
-        v["paths"]["/v1/sessions"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        v["paths"]["/v1/sessions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"],
         "#/components/schemas/CreateSessionRequest"
     );
-    assert!(v["paths"]["/v1/health"]["get"]["security"].is_null(), "health is public");
+    assert!(
+        v["paths"]["/v1/health"]["get"]["security"].is_null(),
+        "health is public"
+    );
     assert!(v["paths"]["/v1/sessions"]["get"]["security"].is_array());
 }
 
@@ -127,5 +140,93 @@ fn committed_document_matches_the_generated_one() {
     assert!(
         committed == generated,
         "docs/openapi.json is out of date: run `UPDATE_OPENAPI=1 cargo test -p aegis-http --test openapi` and commit the result"
+    );
+}
+
+/// The keys of `value` must be properties of schema `name` and its required keys present
+/// (the documentation-only mirrors of domain values must not drift from the real JSON).
+fn check_shape(doc: &serde_json::Value, name: &str, value: &serde_json::Value) {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "schema {name} missing");
+    let props = schema["properties"].as_object().expect("object schema");
+    let obj = value.as_object().expect("object value");
+    for key in obj.keys() {
+        assert!(props.contains_key(key), "{name}: `{key}` is not documented");
+    }
+    for req in schema["required"].as_array().into_iter().flatten() {
+        let req = req.as_str().unwrap_or("");
+        assert!(
+            obj.contains_key(req),
+            "{name}: required `{req}` missing from {value}"
+        );
+    }
+}
+
+#[test]
+fn domain_value_mirrors_match_the_real_json() {
+    use aegis_domain::{
+        AvailableCommand, Location, PermissionOption, PermissionOptionKind, PlanEntry, ToolCall,
+        ToolCallContent, ToolCallStatus, ToolKind, Usage,
+    };
+    let doc: serde_json::Value = serde_json::from_str(document_json()).expect("json");
+    let call = ToolCall {
+        tool_call_id: "t1".into(),
+        title: "Write x".into(),
+        tool_kind: ToolKind::SwitchMode,
+        tool_name: Some("Write".into()),
+        status: ToolCallStatus::InProgress,
+        locations: vec![Location {
+            path: "/x".into(),
+            line: Some(3),
+        }],
+        content: vec![ToolCallContent::Text { text: "hi".into() }],
+        raw_input: Some(serde_json::json!({"a": 1})),
+        raw_output: Some(serde_json::json!(null)),
+    };
+    let v = serde_json::to_value(&call).expect("tool call");
+    check_shape(&doc, "ToolCall", &v);
+    check_shape(&doc, "Location", &v["locations"][0]);
+    let kinds = doc["components"]["schemas"]["ToolKind"]["enum"].clone();
+    assert!(
+        kinds.as_array().is_some_and(|k| k.contains(&v["toolKind"])),
+        "{kinds}"
+    );
+    let usage = Usage {
+        cost_usd: Some(0.1),
+        cost_source: Some("agent".into()),
+        context_used: Some(1),
+        context_size: Some(2),
+        ..Usage::default()
+    };
+    check_shape(&doc, "Usage", &serde_json::to_value(&usage).expect("usage"));
+    let option = PermissionOption {
+        option_id: "o".into(),
+        name: "Allow".into(),
+        kind: PermissionOptionKind::AllowAlways,
+    };
+    check_shape(
+        &doc,
+        "PermissionOption",
+        &serde_json::to_value(&option).expect("option"),
+    );
+    let cmd = AvailableCommand {
+        name: "help".into(),
+        description: "Help".into(),
+        input: Some(serde_json::json!({"hint": "x"})),
+    };
+    check_shape(
+        &doc,
+        "AvailableCommand",
+        &serde_json::to_value(&cmd).expect("cmd"),
+    );
+    let plan = PlanEntry {
+        content: "c".into(),
+        priority: "high".into(),
+        status: "pending".into(),
+    };
+    check_shape(
+        &doc,
+        "PlanEntry",
+        &serde_json::to_value(&plan).expect("plan"),
     );
 }

@@ -35,7 +35,11 @@ async fn preamble(r: &mut SseReader) -> Value {
 
 fn check_frame(f: &Frame, global: bool) {
     let v = f.json();
-    assert_eq!(f.event.as_deref(), v["event"].as_str(), "event line = envelope type");
+    assert_eq!(
+        f.event.as_deref(),
+        v["event"].as_str(),
+        "event line = envelope type"
+    );
     let expected_id = if global { &v["globalSeq"] } else { &v["id"] };
     assert_eq!(f.id, expected_id.as_u64(), "id line: {v}");
 }
@@ -65,7 +69,10 @@ async fn session_stream_replays_then_goes_live_then_ends() {
 
     // Live: a new prompt, then kill; ids continue densely, the stream ends after `ended`.
     let res = s
-        .post_json(&format!("/v1/sessions/{id}/send"), &json!({"text": "again"}))
+        .post_json(
+            &format!("/v1/sessions/{id}/send"),
+            &json!({"text": "again"}),
+        )
         .await;
     assert_eq!(res.status(), 200);
     s.wait_status(&id, "idle").await;
@@ -111,7 +118,12 @@ async fn cursors_and_terminal_sessions() {
     assert_eq!(v["status"], "killed");
 
     // Last-Event-ID wins over the query; replay from 3; `ended` is in the replay; then close.
-    let mut r = open(&s, &format!("/v1/sessions/{id}/stream?after=0&lastEventId=1"), Some("2")).await;
+    let mut r = open(
+        &s,
+        &format!("/v1/sessions/{id}/stream?after=0&lastEventId=1"),
+        Some("2"),
+    )
+    .await;
     preamble(&mut r).await;
     let mut frames = Vec::new();
     while let Some(f) = r.next(T).await {
@@ -119,9 +131,15 @@ async fn cursors_and_terminal_sessions() {
     }
     let ids: Vec<u64> = frames.iter().filter_map(|f| f.id).collect();
     assert_eq!(ids.first(), Some(&3), "{frames:?}");
-    assert_eq!(frames.last().and_then(|f| f.event.as_deref()), Some("ended"));
     assert_eq!(
-        frames.iter().filter(|f| f.event.as_deref() == Some("ended")).count(),
+        frames.last().and_then(|f| f.event.as_deref()),
+        Some("ended")
+    );
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| f.event.as_deref() == Some("ended"))
+            .count(),
         1
     );
 
@@ -134,7 +152,12 @@ async fn cursors_and_terminal_sessions() {
     assert!(r.next(T).await.is_none());
 
     // named=false and a types filter.
-    let mut r = open(&s, &format!("/v1/sessions/{id}/events?after=0&types=status&named=false"), None).await;
+    let mut r = open(
+        &s,
+        &format!("/v1/sessions/{id}/events?after=0&types=status&named=false"),
+        None,
+    )
+    .await;
     let retry = r.next(T).await.expect("retry");
     assert_eq!(retry.retry, Some(3000));
     let mut n = 0;
@@ -175,7 +198,11 @@ async fn global_stream_delivers_live_and_replayed_events_by_global_sequence() {
     loop {
         let f = live.next(T).await.expect("frame");
         check_frame(&f, true);
-        assert_ne!(f.event.as_deref(), Some("message_delta"), "deltas are excluded by default");
+        assert_ne!(
+            f.event.as_deref(),
+            Some("message_delta"),
+            "deltas are excluded by default"
+        );
         seqs.push(f.id.expect("durable frames carry globalSeq"));
         if f.event.as_deref() == Some("turn") && f.json()["data"]["phase"] == "ended" {
             break;
@@ -198,7 +225,12 @@ async fn global_stream_delivers_live_and_replayed_events_by_global_sequence() {
     assert!(seqs.iter().all(|s| replayed.contains(s)));
 
     // Legacy names.
-    let mut legacy = open(&s, "/v1/events?after=0&legacyNames=true&types=session_created", None).await;
+    let mut legacy = open(
+        &s,
+        "/v1/events?after=0&legacyNames=true&types=session_created",
+        None,
+    )
+    .await;
     preamble(&mut legacy).await;
     let f = legacy.next(T).await.expect("created");
     assert_eq!(f.event.as_deref(), Some("session_created"));
@@ -218,7 +250,12 @@ async fn heartbeats_after_silence() {
     assert_eq!(f.event.as_deref(), Some("heartbeat"));
     assert_eq!(f.id, None);
     let v = f.json();
-    assert!(v["data"]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{v}");
+    assert!(
+        v["data"]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +268,9 @@ async fn connection_limits() {
     let first = open(&s, "/v1/events", None).await;
     let res = s.get("/v1/events").await;
     assert_eq!(
-        res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("5")
     );
     let v = envelope(res, 429, "SSE_LIMIT").await;
@@ -244,7 +283,10 @@ async fn connection_limits() {
         if res.status() == 200 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "slot never released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never released"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -256,7 +298,9 @@ async fn connection_limits() {
     let _first = open(&s, "/v1/events", None).await;
     let res = s.get("/v1/events").await;
     assert_eq!(
-        res.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        res.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some("5")
     );
     let v = envelope(res, 503, "SSE_LIMIT").await;
@@ -274,7 +318,10 @@ async fn graceful_shutdown_ends_streams() {
     preamble(&mut session).await;
     s.stop().await.expect("serve returns Ok");
     let frames = global.until("shutdown", T).await;
-    assert_eq!(frames.last().map(|f| f.json()["data"].clone()), Some(json!({})));
+    assert_eq!(
+        frames.last().map(|f| f.json()["data"].clone()),
+        Some(json!({}))
+    );
     assert!(global.next(T).await.is_none());
     while let Some(f) = session.next(T).await {
         assert_ne!(f.event.as_deref(), Some("shutdown"));

@@ -114,7 +114,8 @@ impl TestServer {
 
     /// Create a session in the work dir with an optional prompt; returns its id.
     pub async fn create(&self, prompt: Option<&str>) -> String {
-        let mut body = serde_json::json!({"workDir": self.work.display().to_string(), "reuse": false});
+        let mut body =
+            serde_json::json!({"workDir": self.work.display().to_string(), "reuse": false});
         if let Some(p) = prompt {
             body["prompt"] = Value::String(p.to_owned());
         }
