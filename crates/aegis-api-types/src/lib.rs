@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+pub mod auth;
+pub mod orchestration;
 pub mod schema;
 
 // ---------------------------------------------------------------------------------------------

@@ -14,17 +14,69 @@ use serde_json::Value;
 
 /// Keys the file may contain (unknown keys warn with a suggestion).
 const KNOWN_KEYS: &[&str] = &[
-    "port", "host", "baseUrl", "authToken", "clientAuthToken", "stateDir", "logLevel", "logFormat",
-    "sessionStore", "stateStore", "postgres", "postgresUrl", "redis", "strictRbac", "acp",
-    "defaultAgent", "agents", "defaultModel", "defaultPermissionMode", "defaultPermissionProfile",
-    "defaultSessionName", "defaultSessionEnv", "envDenylist", "envAdminAllowlist", "allowedWorkDirs",
-    "tenantWorkdirs", "defaultTenantId", "enforceSessionOwnership", "maxSessions", "maxQueuedPrompts",
-    "stallThresholdMs", "turnTimeoutMs", "permissionTimeoutMs", "permissionTimeoutAction",
-    "rateLimitAutoResume", "rateLimitRetryMs", "idleTimeoutMs", "maxSessionAgeMs", "autoReattach",
-    "shutdownSessions", "shutdownGraceMs", "retention", "rateLimit", "keyRotationGraceSeconds", "sse",
-    "oidc", "authDir", "dashboardEnabled", "corsOrigins", "trustProxy", "metricsToken", "memoryBridge",
-    "pipelineStageTimeoutMs", "verification", "screenshot", "pricing", "webhooks", "alerting", "slack",
-    "email", "telegram", "otel", "audit",
+    "port",
+    "host",
+    "baseUrl",
+    "authToken",
+    "clientAuthToken",
+    "stateDir",
+    "logLevel",
+    "logFormat",
+    "sessionStore",
+    "stateStore",
+    "postgres",
+    "postgresUrl",
+    "redis",
+    "strictRbac",
+    "acp",
+    "defaultAgent",
+    "agents",
+    "defaultModel",
+    "defaultPermissionMode",
+    "defaultPermissionProfile",
+    "defaultSessionName",
+    "defaultSessionEnv",
+    "envDenylist",
+    "envAdminAllowlist",
+    "allowedWorkDirs",
+    "tenantWorkdirs",
+    "defaultTenantId",
+    "enforceSessionOwnership",
+    "maxSessions",
+    "maxQueuedPrompts",
+    "stallThresholdMs",
+    "turnTimeoutMs",
+    "permissionTimeoutMs",
+    "permissionTimeoutAction",
+    "rateLimitAutoResume",
+    "rateLimitRetryMs",
+    "idleTimeoutMs",
+    "maxSessionAgeMs",
+    "autoReattach",
+    "shutdownSessions",
+    "shutdownGraceMs",
+    "retention",
+    "rateLimit",
+    "keyRotationGraceSeconds",
+    "sse",
+    "oidc",
+    "authDir",
+    "dashboardEnabled",
+    "corsOrigins",
+    "trustProxy",
+    "metricsToken",
+    "memoryBridge",
+    "pipelineStageTimeoutMs",
+    "verification",
+    "screenshot",
+    "pricing",
+    "webhooks",
+    "alerting",
+    "slack",
+    "email",
+    "telegram",
+    "otel",
+    "audit",
 ];
 
 /// The parsed configuration (only what this build uses; other known keys are accepted).
@@ -85,6 +137,29 @@ pub struct Config {
     pub dashboard_enabled: bool,
     #[serde(default)]
     pub sse: SseSection,
+    #[serde(default)]
+    pub postgres: PostgresSection,
+    /// Legacy alias of `postgres.url`.
+    #[serde(default)]
+    pub postgres_url: Option<String>,
+    #[serde(default)]
+    pub redis: RedisSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSection {
+    pub url: Option<String>,
+    pub table: Option<String>,
+    pub schema: Option<String>,
+    pub pool_max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSection {
+    pub url: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -165,17 +240,7 @@ pub fn find_config_file(explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("AEGIS_CONFIG") {
         return Some(PathBuf::from(p));
     }
-    let h = home();
-    [
-        PathBuf::from(".aegis/config.yaml"),
-        PathBuf::from(".aegis/config.yml"),
-        PathBuf::from("aegis.config.json"),
-        h.join(".aegis/config.yaml"),
-        h.join(".aegis/config.yml"),
-        h.join(".aegis/config.json"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    search_order().into_iter().find(|p| p.is_file())
 }
 
 /// Replace `${VAR}` / `${VAR:-default}` in every string value.
@@ -198,7 +263,9 @@ fn substitute(v: &mut Value, path: &str) -> Result<()> {
                 match (std::env::var(name), default) {
                     (Ok(val), _) => out.push_str(&val),
                     (Err(_), Some(d)) => out.push_str(d),
-                    (Err(_), None) => bail!("{path}: environment variable {name} is not set (use ${{{name}:-default}})"),
+                    (Err(_), None) => bail!(
+                        "{path}: environment variable {name} is not set (use ${{{name}:-default}})"
+                    ),
                 }
                 rest = &after[end + 1..];
             }
@@ -220,19 +287,31 @@ fn substitute(v: &mut Value, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Edit distance where an adjacent transposition counts as one edit (optimal string
+/// alignment), so `lsit` is 1 away from `list`.
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
     for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
         }
-        prev = cur;
     }
-    prev[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The closest of `candidates` within edit distance 2.
@@ -330,7 +409,8 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
     let mut config: Config = serde_json::from_value(v).map_err(|e| {
         anyhow::anyhow!(
             "invalid config{}: {e}",
-            file.map(|p| format!(" in {}", p.display())).unwrap_or_default()
+            file.map(|p| format!(" in {}", p.display()))
+                .unwrap_or_default()
         )
     })?;
     if let Some(p) = env_u64("AEGIS_PORT", 1, 65535)? {
@@ -354,6 +434,27 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
     if let Some(s) = env_str("AEGIS_SESSION_STORE") {
         config.session_store = s;
     }
+    if config.postgres.url.is_none() {
+        config.postgres.url = config.postgres_url.clone();
+    }
+    if let Some(u) = env_str("AEGIS_POSTGRES_URL") {
+        config.postgres.url = Some(u);
+    }
+    if let Some(t) = env_str("AEGIS_PG_TABLE") {
+        config.postgres.table = Some(t);
+    }
+    if let Some(t) = env_str("AEGIS_PG_SCHEMA") {
+        config.postgres.schema = Some(t);
+    }
+    if let Some(n) = env_u64("AEGIS_PG_POOL_MAX", 1, 100)? {
+        config.postgres.pool_max = u32::try_from(n).ok();
+    }
+    if let Some(u) = env_str("AEGIS_REDIS_URL") {
+        config.redis.url = Some(u);
+    }
+    if let Some(p) = env_str("AEGIS_REDIS_KEY_PREFIX") {
+        config.redis.key_prefix = Some(p);
+    }
     if let Some(t) = env_u64("AEGIS_ACP_PROMPT_TIMEOUT_MS", 1, 86_400_000)? {
         config.acp.request_timeout_ms = Some(t);
     }
@@ -372,7 +473,9 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
     if let Some(m) = env_str("AEGIS_PERMISSION_MODE") {
         config.default_permission_mode = m;
     }
-    if let Some(w) = env_str("AEGIS_ALLOWED_WORK_DIRS").or_else(|| env_str("AEGIS_ALLOWED_WORKDIRS")) {
+    if let Some(w) =
+        env_str("AEGIS_ALLOWED_WORK_DIRS").or_else(|| env_str("AEGIS_ALLOWED_WORKDIRS"))
+    {
         config.allowed_work_dirs = w
             .split([':', ';'])
             .filter(|s| !s.is_empty())
@@ -419,10 +522,16 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
 
 fn validate(c: &Config) -> Result<()> {
     if !["file", "postgres", "redis"].contains(&c.session_store.as_str()) {
-        bail!("sessionStore '{}' must be file, postgres or redis", c.session_store);
+        bail!(
+            "sessionStore '{}' must be file, postgres or redis",
+            c.session_store
+        );
     }
     if !["error", "warn", "info", "debug", "trace"].contains(&c.log_level.as_str()) {
-        bail!("logLevel '{}' must be error, warn, info, debug or trace", c.log_level);
+        bail!(
+            "logLevel '{}' must be error, warn, info, debug or trace",
+            c.log_level
+        );
     }
     if !aegis_core::policy::MODES.contains(&c.default_permission_mode.as_str()) {
         bail!(
@@ -462,8 +571,251 @@ impl Config {
     }
 
     pub fn is_loopback(&self) -> bool {
-        matches!(self.host.as_str(), "127.0.0.1" | "::1" | "localhost") || self.host.starts_with("127.")
+        matches!(self.host.as_str(), "127.0.0.1" | "::1" | "localhost")
+            || self.host.starts_with("127.")
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: the config as seen by client commands, server URL and credential resolution,
+// bootstrap and `ag init` writing.
+// ---------------------------------------------------------------------------------------------
+
+/// The search order of config files (§2.1), relative paths against the current directory.
+pub fn search_order() -> Vec<PathBuf> {
+    let h = home();
+    vec![
+        PathBuf::from(".aegis/config.yaml"),
+        PathBuf::from(".aegis/config.yml"),
+        PathBuf::from("aegis.config.json"),
+        h.join(".aegis/config.yaml"),
+        h.join(".aegis/config.yml"),
+        h.join(".aegis/config.json"),
+    ]
+}
+
+/// Where `ag run` bootstraps a config when none exists anywhere: `~/.aegis/config.yaml`.
+pub fn bootstrap_path() -> PathBuf {
+    home().join(".aegis").join("config.yaml")
+}
+
+impl Config {
+    /// Built-in defaults only (no file, no environment).
+    pub fn defaults() -> Config {
+        // Every field has a serde default, so an empty object always deserialises.
+        serde_json::from_value(Value::Object(Default::default()))
+            .expect("every Config field has a default")
+    }
+}
+
+/// The configuration as a client command sees it: a file that does not load is a warning
+/// (cli-mcp-config §2.1), never fatal.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub config: Config,
+    /// The file in use (`None` = defaults + environment).
+    pub file: Option<PathBuf>,
+    pub warnings: Vec<String>,
+}
+
+/// Load the configuration for a client command.
+pub fn load_for_client(explicit: Option<&Path>) -> ClientConfig {
+    let mut warnings = Vec::new();
+    let file = find_config_file(explicit);
+    if let Some(f) = &file
+        && !f.is_file()
+    {
+        warnings.push(format!(
+            "config file {} does not exist; using defaults",
+            f.display()
+        ));
+        return match load(None) {
+            Ok(l) => ClientConfig {
+                config: l.config,
+                file: None,
+                warnings,
+            },
+            Err(e) => {
+                warnings.push(format!("{e:#}; using built-in defaults"));
+                ClientConfig {
+                    config: Config::defaults(),
+                    file: None,
+                    warnings,
+                }
+            }
+        };
+    }
+    match load(file.as_deref()) {
+        Ok(l) => ClientConfig {
+            config: l.config,
+            file: l.file,
+            warnings: l.warnings,
+        },
+        Err(e) => {
+            warnings.push(format!("{e:#}; continuing without it"));
+            let config = load(None).map(|l| l.config).unwrap_or_else(|e2| {
+                warnings.push(format!("{e2:#}; using built-in defaults"));
+                Config::defaults()
+            });
+            ClientConfig {
+                config,
+                file: None,
+                warnings,
+            }
+        }
+    }
+}
+
+/// Where the credential a client sends comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    EnvAuthToken,
+    EnvToken,
+    ClientAuthToken,
+    AuthToken,
+}
+
+impl TokenSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenSource::EnvAuthToken => "AEGIS_AUTH_TOKEN",
+            TokenSource::EnvToken => "AEGIS_TOKEN",
+            TokenSource::ClientAuthToken => "clientAuthToken in the config file",
+            TokenSource::AuthToken => "authToken in the config file",
+        }
+    }
+}
+
+/// The client credential (§1.2): `AEGIS_AUTH_TOKEN` > `AEGIS_TOKEN` > config `clientAuthToken`
+/// > config `authToken` (file value; the env var was already taken first). Empty = none.
+pub fn client_token(c: &Config) -> Option<(String, TokenSource)> {
+    if let Some(t) = env_str("AEGIS_AUTH_TOKEN") {
+        return Some((t, TokenSource::EnvAuthToken));
+    }
+    if let Some(t) = env_str("AEGIS_TOKEN") {
+        return Some((t, TokenSource::EnvToken));
+    }
+    if let Some(t) = c.client_auth_token.as_ref().filter(|t| !t.is_empty()) {
+        return Some((t.clone(), TokenSource::ClientAuthToken));
+    }
+    c.auth_token
+        .as_ref()
+        .filter(|t| !t.is_empty())
+        .map(|t| (t.clone(), TokenSource::AuthToken))
+}
+
+/// The server URL for client commands (§1.2): `--url` > `--port` > `AEGIS_BASE_URL` > config
+/// `baseUrl` > `http://<host>:<port>` (`AEGIS_BASE_URL`/`AEGIS_PORT` are already in `c`).
+pub fn client_url(c: &Config, url_flag: Option<&str>, port_flag: Option<u16>) -> String {
+    if let Some(u) = url_flag {
+        return u.trim().trim_end_matches('/').to_owned();
+    }
+    if let Some(p) = port_flag {
+        return format!("http://127.0.0.1:{p}");
+    }
+    c.client_base_url()
+}
+
+/// True for URLs whose host is a loopback address (a server `ag run` may start).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .split_once("://")
+        .map_or(url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = if let Some(r) = rest.strip_prefix('[') {
+        r.split(']').next().unwrap_or("")
+    } else {
+        rest.rsplit_once(':').map_or(rest, |(h, _)| h)
+    };
+    matches!(host, "localhost" | "::1") || host.starts_with("127.")
+}
+
+/// The port of an `http://host:port` URL (default 80/443 by scheme).
+pub fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let port = if let Some(r) = authority.strip_prefix('[') {
+        r.split_once("]:").map(|(_, p)| p)
+    } else {
+        authority.rsplit_once(':').map(|(_, p)| p)
+    };
+    match port {
+        Some(p) => p.parse().ok(),
+        None => Some(if scheme == "https" { 443 } else { 80 }),
+    }
+}
+
+/// Write a new private file (mode 0600, parent directories 0700). Fails if it exists unless
+/// `replace`.
+pub fn write_private(path: &Path, contents: &str, replace: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if replace {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Values written by `ag init` / the `ag run` bootstrap.
+#[derive(Debug, Clone, Default)]
+pub struct InitValues {
+    pub port: u16,
+    pub host: String,
+    pub dashboard: bool,
+    pub model: Option<String>,
+    pub name: Option<String>,
+    pub token: Option<String>,
+}
+
+fn yaml_str(s: &str) -> String {
+    // JSON strings are valid YAML double-quoted scalars.
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// The YAML text of a new config file.
+pub fn render_config(v: &InitValues) -> String {
+    let mut out = String::from(
+        "# Aegis configuration (cli-mcp-config §2). Flags > environment > this file > defaults.\n",
+    );
+    out.push_str(&format!("port: {}\n", v.port));
+    out.push_str(&format!("host: {}\n", yaml_str(&v.host)));
+    out.push_str(&format!("dashboardEnabled: {}\n", v.dashboard));
+    if let Some(m) = &v.model {
+        out.push_str(&format!("defaultModel: {}\n", yaml_str(m)));
+    }
+    if let Some(n) = &v.name {
+        out.push_str(&format!("defaultSessionName: {}\n", yaml_str(n)));
+    }
+    if let Some(t) = &v.token {
+        out.push_str(&format!("authToken: {}\n", yaml_str(t)));
+    }
+    out
+}
+
+/// 64 random lowercase hex characters (a master token).
+pub fn random_token() -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -473,7 +825,11 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(suggest("lsit", &["list", "kill"]), Some("list"));
-        assert_eq!(suggest("allowedWorkdirs", KNOWN_KEYS), Some("allowedWorkDirs"));
+        assert_eq!(suggest("lsit", &["init", "list"]), Some("list"));
+        assert_eq!(
+            suggest("allowedWorkdirs", KNOWN_KEYS),
+            Some("allowedWorkDirs")
+        );
         assert_eq!(suggest("zzzzzz", &["list"]), None);
     }
 
@@ -489,7 +845,11 @@ mod tests {
         let l = load(Some(&p)).unwrap();
         assert_eq!(l.config.port, 9200);
         assert_eq!(l.config.auth_token.as_deref(), Some(""));
-        assert!(l.warnings[0].contains("did you mean 'allowedWorkDirs'"), "{:?}", l.warnings);
+        assert!(
+            l.warnings[0].contains("did you mean 'allowedWorkDirs'"),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

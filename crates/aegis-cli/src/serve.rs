@@ -106,6 +106,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(loaded: Loaded) -> ExitCode {
+    serve_until(loaded, shutdown_signal()).await
+}
+
+/// Run the server until `shutdown` resolves: SIGINT/SIGTERM for `ag serve`, the MCP server's
+/// end for the server `ag mcp` embeds.
+pub async fn serve_until(
+    loaded: Loaded,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ExitCode {
     let c = loaded.config.clone();
     if !c.is_loopback() {
         return fail(
@@ -116,22 +125,24 @@ async fn serve(loaded: Loaded) -> ExitCode {
             ),
         );
     }
-    if c.session_store != "file" {
+    if c.session_store == "postgres" && c.postgres.url.is_none() {
         return fail(
             2,
-            format!(
-                "sessionStore '{}' is not available in this build yet; use AEGIS_SESSION_STORE=file",
-                c.session_store
-            ),
+            "AEGIS_SESSION_STORE=postgres needs AEGIS_POSTGRES_URL (or postgres.url in the config), e.g. postgres://user@127.0.0.1:5432/aegis",
         );
     }
     let state_dir = c.state_dir();
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
         return fail(1, format!("cannot create the state dir {}: {e}", state_dir.display()));
     }
+    // The local state dir is always locked (supervisor runtime, audit key, pid file live there).
     let _lock = match FileStore::lock(&state_dir) {
         Ok(l) => l,
         Err(e) => return fail(1, format!("{e}; another Aegis server uses {}", state_dir.display())),
+    };
+    let (store, _store_lock) = match open_store(&c, &state_dir).await {
+        Ok(s) => s,
+        Err(msg) => return fail(1, msg),
     };
     let addr: SocketAddr = match format!("{}:{}", bind_host(&c.host), c.port).parse() {
         Ok(a) => a,
@@ -149,10 +160,6 @@ async fn serve(loaded: Loaded) -> ExitCode {
             );
         }
         Err(e) => return fail(1, format!("cannot listen on {addr}: {e}")),
-    };
-    let store: Arc<dyn Store> = match FileStore::open(state_dir.join("store")) {
-        Ok(s) => Arc::new(s),
-        Err(e) => return fail(1, format!("cannot open the file store: {e}")),
     };
     let server_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let svc = match SessionService::start(service_config(&c, &server_cwd), store, Arc::new(AcpRuntime)).await {
@@ -176,17 +183,71 @@ async fn serve(loaded: Loaded) -> ExitCode {
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
-        "Aegis {} listening on http://{local} (state {}, store file)",
+        "Aegis {} listening on http://{local} (state {}, store {})",
         env!("CARGO_PKG_VERSION"),
-        state_dir.display()
+        state_dir.display(),
+        c.session_store
     );
-    let result = aegis_http::serve(listener, state, shutdown_signal()).await;
+    let result = aegis_http::serve(listener, state, shutdown).await;
     tracing::info!("shutting down: stopping sessions (they are resumable after restart)");
     svc.shutdown().await;
     let _ = std::fs::remove_file(&pid_file);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, format!("server error: {e}")),
+    }
+}
+
+/// Keeps the store's single-writer lock alive for the server's lifetime.
+pub enum StoreLock {
+    None,
+    Postgres(aegis_store_postgres::PgLock),
+    Redis(aegis_store_redis::RedisLease),
+}
+
+/// Open the configured store and take its single-writer lock. A store that cannot be reached
+/// is fatal (api §7.1): nothing silently falls back to files.
+pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>, StoreLock), String> {
+    match c.session_store.as_str() {
+        "postgres" => {
+            let url = c.postgres.url.clone().unwrap_or_default();
+            let store = aegis_store_postgres::PgStore::connect(
+                &url,
+                c.postgres.schema.as_deref().unwrap_or(aegis_store_postgres::DEFAULT_SCHEMA),
+                c.postgres.table.as_deref().unwrap_or(aegis_store_postgres::DEFAULT_TABLE),
+                c.postgres.pool_max.unwrap_or(aegis_store_postgres::DEFAULT_POOL_MAX),
+            )
+            .await
+            .map_err(|e| format!("cannot use PostgreSQL (AEGIS_POSTGRES_URL): {e}"))?;
+            let lock = store
+                .lock()
+                .await
+                .map_err(|e| format!("{e}; another Aegis server uses this database"))?;
+            Ok((Arc::new(store), StoreLock::Postgres(lock)))
+        }
+        "redis" => {
+            let url = c.redis.url.clone().unwrap_or_else(|| "redis://localhost:6379".into());
+            let prefix = c.redis.key_prefix.clone().unwrap_or_else(|| "aegis".into());
+            let store = aegis_store_redis::RedisStore::connect(&url, &prefix)
+                .await
+                .map_err(|e| format!("cannot use Redis (AEGIS_REDIS_URL): {e}"))?;
+            let lease = store
+                .lock()
+                .await
+                .map_err(|e| format!("{e}; another Aegis server uses the prefix `{prefix}`"))?;
+            if let Ok(p) = store.persistence().await {
+                if let Some(w) = p.warning() {
+                    tracing::warn!("{w}");
+                }
+            }
+            Ok((Arc::new(store), StoreLock::Redis(lease)))
+        }
+        _ => {
+            let store = FileStore::open_async(state_dir.join("store"))
+                .await
+                .map_err(|e| format!("cannot open the file store: {e}"))?;
+            Ok((Arc::new(store), StoreLock::None))
+        }
     }
 }
 

@@ -27,11 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::bus::{NewEvent, now_ms};
+use crate::driver::{self, DriverOp};
 use crate::policy::{self, Verdict};
 use crate::record::{self, SessionRecord, session_info};
 use crate::service::Shared;
 use crate::transcript::TextKind;
-use crate::{CoreError, CoreResult, ErrorKind, Via};
+use crate::{CoreError, CoreResult, ErrorKind, Principal, Via};
 
 /// Commands the service sends to an actor.
 pub enum Cmd {
@@ -102,6 +103,19 @@ pub enum Cmd {
     /// The agent ignored a cancel: stop it and reattach the conversation.
     ForceRestart {
         reply: oneshot::Sender<CoreResult<bool>>,
+    },
+    /// A send-class command under the driver lease (api §5.4): refused with `DRIVER_HELD` while
+    /// another principal holds the lease, else run in the same step (extending the caller's own
+    /// lease).
+    Gated {
+        principal: Principal,
+        inner: Box<Cmd>,
+    },
+    /// Claim, release or transfer the driver lease.
+    Driver {
+        principal: Principal,
+        op: DriverOp,
+        reply: oneshot::Sender<CoreResult<Value>>,
     },
     /// Stop the actor's agent for server shutdown (policy `stop` or no supervisor).
     Shutdown {
@@ -1674,6 +1688,23 @@ impl Actor {
                 let r = self.patch(req).await;
                 let _ = reply.send(r);
             }
+            Cmd::Gated { principal, inner } => {
+                return match self.driver_gate(&principal).await {
+                    Ok(()) => Box::pin(self.on_cmd(*inner)).await,
+                    Err(e) => {
+                        inner.refuse(e);
+                        true
+                    }
+                };
+            }
+            Cmd::Driver {
+                principal,
+                op,
+                reply,
+            } => {
+                let r = self.driver_op(&principal, op).await;
+                let _ = reply.send(r);
+            }
             Cmd::Shutdown {
                 mark_interrupted,
                 reply,
@@ -1922,6 +1953,47 @@ impl Actor {
         Ok(())
     }
 
+    // ------------------------------------------------------------------ driver lease
+
+    /// Drop an expired lease, emitting its `expired` event. Returns whether one was dropped.
+    fn driver_expire(&mut self) -> bool {
+        let now = self.now();
+        match driver::expire(&mut self.rec.driver, now) {
+            Some(change) => {
+                self.emit("driver", change.event_data());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The driver gate of a send-class command of `p` (extends the lease of its holder).
+    async fn driver_gate(&mut self, p: &Principal) -> CoreResult<()> {
+        if self.driver_expire() {
+            self.commit().await?;
+        }
+        let now = self.now();
+        driver::check(&mut self.rec.driver, p, now).map(|_| ())
+    }
+
+    /// Claim, release or transfer: apply, emit the `driver` events, persist.
+    async fn driver_op(&mut self, p: &Principal, op: DriverOp) -> CoreResult<Value> {
+        if self.driver_expire() {
+            self.commit().await?;
+        }
+        let status = self.rec.state.status;
+        if status.is_terminal() && op != DriverOp::Release {
+            return Err(transition_error(TransitionError::SessionEnded { status }));
+        }
+        let now = self.now();
+        let (answer, changes) = driver::apply(&mut self.rec.driver, p, op, now)?;
+        for change in changes {
+            self.emit("driver", change.event_data());
+        }
+        self.commit().await?;
+        Ok(answer)
+    }
+
     // ------------------------------------------------------------------ the loop
 
     pub async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
@@ -1929,6 +2001,9 @@ impl Actor {
         loop {
             let stall = self.stall_deadline;
             let rate = self.rate_deadline;
+            let lease = self.rec.driver.as_ref().map(|d| {
+                Instant::now() + Duration::from_millis(d.expires_at.saturating_sub(self.now()))
+            });
             let perm = self
                 .rec
                 .pending
@@ -1985,6 +2060,11 @@ impl Actor {
                 }
                 _ = sleep_until(perm) => {
                     self.permission_timeouts().await;
+                }
+                _ = sleep_until(lease) => {
+                    if self.driver_expire() {
+                        let _ = self.commit().await;
+                    }
                 }
             }
         }

@@ -2,14 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Roles, ordered viewer < operator < admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-}
+/// Roles, ordered viewer < operator < admin (defined with the authorization rules).
+pub use aegis_domain::auth::Role;
 
 /// How a request reached the service (recorded on decisions and audit records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +42,7 @@ pub struct Principal {
 }
 
 /// The tenant that sees every tenant.
-pub const SYSTEM_TENANT: &str = "_system";
+pub use aegis_domain::auth::SYSTEM_TENANT;
 
 impl Principal {
     /// The zero-config principal on a loopback bind (api §5.1).

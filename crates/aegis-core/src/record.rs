@@ -131,6 +131,9 @@ pub struct SessionRecord {
     #[serde(default)]
     pub resumable: bool,
     pub paused_reason: Option<String>,
+    /// The driver lease (api §5.4), if one was claimed (expired leases are dropped by the actor).
+    #[serde(default)]
+    pub driver: Option<crate::driver::DriverLease>,
 }
 
 impl SessionRecord {
@@ -256,7 +259,7 @@ pub fn session_info(rec: &SessionRecord, now: u64) -> SessionInfo {
         model: rec.model.clone(),
         title: rec.title.clone(),
         paused: rec.state.paused,
-        driver: None,
+        driver: crate::driver::current(&rec.driver, now),
         queue: QueueInfo {
             length: rec.state.queue.len(),
             next_prompt_id: rec.state.queue.front().map(|p| p.prompt_id.to_string()),

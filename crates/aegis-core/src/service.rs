@@ -102,6 +102,14 @@ pub struct ServiceConfig {
     pub server_env: Vec<(String, String)>,
     pub base_url: String,
     pub version: String,
+    /// `memoryBridge.enabled`: when off every memory route is 404 `FEATURE_DISABLED`.
+    pub memory_enabled: bool,
+    /// `memoryBridge.maxEntriesPerTenant`.
+    pub memory_max_entries_per_tenant: usize,
+    /// `pipelineStageTimeoutMs`: default stage timeout (0 = none).
+    pub pipeline_stage_timeout_ms: u64,
+    /// Stages of one pipeline running at once unless the pipeline says (`concurrency`).
+    pub pipeline_concurrency: usize,
 }
 
 impl ServiceConfig {
@@ -131,6 +139,10 @@ impl ServiceConfig {
             server_env: std::env::vars().collect(),
             base_url: "http://127.0.0.1:9100".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            memory_enabled: true,
+            memory_max_entries_per_tenant: 10_000,
+            pipeline_stage_timeout_ms: 0,
+            pipeline_concurrency: 10,
         }
     }
 }
@@ -241,6 +253,8 @@ pub struct SessionService {
     sessions: RwLock<HashMap<SessionId, Arc<SessionHandle>>>,
     reuse_lock: tokio::sync::Mutex<()>,
     draining: AtomicBool,
+    /// Pipelines engine and batch limiter (pipeline.rs).
+    pub(crate) orch: crate::pipeline::Orchestration,
 }
 
 fn parse_session_id(id: &str) -> CoreResult<SessionId> {
@@ -329,6 +343,7 @@ impl SessionService {
             sessions: RwLock::new(HashMap::new()),
             reuse_lock: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
+            orch: Default::default(),
         });
         // Decided permission requests (inbox history).
         for scope in store.list_scopes(collections::PERMISSIONS).await? {
@@ -357,6 +372,7 @@ impl SessionService {
             rec.last_event_id = rec.last_event_id.max(store.last_event_id(&sid).await?);
             svc.recover(rec).await?;
         }
+        crate::pipeline::Orchestration::start(&svc).await?;
         Ok(svc)
     }
 
@@ -475,6 +491,7 @@ impl SessionService {
                 "the server is shutting down; retry against the next instance",
             ));
         }
+        let req = self.with_memory_context(p, req).await; // memoryKeys (memory.rs)
         let cfg = self.shared.config();
         // ---- body validation
         let name = req.name.clone().or(req.label.clone());
@@ -641,6 +658,10 @@ impl SessionService {
                         && h.tenant_id == p.tenant_id
                         && h.owner_key_id == p.id
                         && h.agent == agent
+                        && s.info
+                            .driver
+                            .as_ref()
+                            .is_none_or(|d| d.principal_id == p.id || d.expires_at <= now_ms())
                 })
                 .collect();
             candidates.sort_by_key(|h| std::cmp::Reverse(h.snapshot().info.last_activity));
@@ -722,6 +743,7 @@ impl SessionService {
             counters: Default::default(),
             resumable: false,
             paused_reason: None,
+            driver: None,
         };
         let (handle, mut actor, rx) = self.make_actor(rec);
         let delivery = actor
@@ -929,7 +951,7 @@ impl SessionService {
                 ));
             }
         }
-        self.call(p, id, |reply| Cmd::Patch { req, reply }).await
+        self.gated(p, id, |reply| Cmd::Patch { req, reply }).await
     }
 
     /// `{ok:true, status}`.
@@ -958,7 +980,7 @@ impl SessionService {
             SendKind::Command if text.starts_with('/') => (text, PromptSource::Command),
             SendKind::Command => (format!("/{text}"), PromptSource::Command),
         };
-        self.call(p, id, |reply| Cmd::Send {
+        self.gated(p, id, |reply| Cmd::Send {
             text,
             source,
             reply,
@@ -1009,13 +1031,13 @@ impl SessionService {
 
     /// `{ok:true, action}`.
     pub async fn escape(&self, p: &Principal, id: &str) -> CoreResult<Value> {
-        self.call(p, id, |reply| Cmd::Escape { reply }).await
+        self.gated(p, id, |reply| Cmd::Escape { reply }).await
     }
 
     /// `{ok:true, action, turnEnded}` (waits ≤ 5 s for the turn to end).
     pub async fn interrupt(&self, p: &Principal, id: &str) -> CoreResult<Value> {
         let (_, waiter) = self
-            .call(p, id, |reply| Cmd::Interrupt {
+            .gated(p, id, |reply| Cmd::Interrupt {
                 drop_queue: false,
                 reply,
             })
@@ -1035,7 +1057,7 @@ impl SessionService {
     /// `{ok:true, droppedPrompts, turnEnded, restarted}`.
     pub async fn cancel(&self, p: &Principal, id: &str, force: bool) -> CoreResult<Value> {
         let (dropped, waiter) = self
-            .call(p, id, |reply| Cmd::Interrupt {
+            .gated(p, id, |reply| Cmd::Interrupt {
                 drop_queue: true,
                 reply,
             })
@@ -1050,7 +1072,7 @@ impl SessionService {
         if force && !ended {
             // The agent ignored the cancel: kill it and reattach the conversation.
             restarted = self
-                .call(p, id, |reply| Cmd::ForceRestart { reply })
+                .gated(p, id, |reply| Cmd::ForceRestart { reply })
                 .await?;
         }
         Ok(
@@ -1069,14 +1091,14 @@ impl SessionService {
             return Err(CoreError::validation("reason", "at most 500 characters"));
         }
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Pause { reason, by, reply })
+        self.gated(p, id, |reply| Cmd::Pause { reason, by, reply })
             .await
     }
 
     /// `{ok:true, action}`.
     pub async fn resume(&self, p: &Principal, id: &str, fresh: bool) -> CoreResult<Value> {
         let by = p.id.clone();
-        self.call(p, id, |reply| Cmd::Resume { fresh, by, reply })
+        self.gated(p, id, |reply| Cmd::Resume { fresh, by, reply })
             .await
     }
 }
@@ -1822,4 +1844,27 @@ impl SessionService {
             let _ = tokio::time::timeout(Duration::from_secs(5), w).await;
         }
     }
+}
+
+/// One env variable of a create body or template against the session env policy (api §2.9).
+pub(crate) fn check_env_var(k: &str, v: &str) -> CoreResult<()> {
+    if !env_name_ok(k) {
+        return Err(CoreError::validation(
+            &format!("env.{k}"),
+            "names must match ^[A-Z_][A-Z0-9_]*$",
+        ));
+    }
+    if env_denied(k) {
+        return Err(CoreError::validation(
+            &format!("env.{k}"),
+            "this variable may not be set per session",
+        ));
+    }
+    if v.is_empty() || v.len() > 8192 || v.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(CoreError::validation(
+            &format!("env.{k}"),
+            "values are 1-8192 bytes without control characters",
+        ));
+    }
+    Ok(())
 }

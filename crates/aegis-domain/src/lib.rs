@@ -10,7 +10,11 @@
 //! * [`permission`]: [`PermissionRequest`] and the option-choice rules.
 //! * [`time`]: ISO-8601 rendering and parsing.
 //! * [`values`]: tool calls, permission options, usage, stop reasons.
+//! * [`auth`]: roles, permissions, `authorize`, the `own` rule, credential formats.
+//! * [`audit`]: audit records, RFC 8785 canonical JSON, the HMAC chain and its verifier.
 
+pub mod audit;
+pub mod auth;
 pub mod ids;
 pub mod machine;
 pub mod permission;

@@ -1,6 +1,9 @@
 //! Harness for end-to-end tests: a real server (session service + HTTP surface + file store +
 //! ACP runtime) listening on 127.0.0.1, driven over real HTTP.
 
+pub mod browser;
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

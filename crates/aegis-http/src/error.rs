@@ -245,9 +245,11 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         | RequestExpired
         | NoPendingQuestion
         | ResumeUnsupported
-        | HandshakeIncompatible => StatusCode::CONFLICT,
+        | HandshakeIncompatible
+        | PipelineFinished
+        | MemoryFull => StatusCode::CONFLICT,
         PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        SessionLimit => StatusCode::TOO_MANY_REQUESTS,
+        SessionLimit | RateLimited => StatusCode::TOO_MANY_REQUESTS,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         NotImplemented => StatusCode::NOT_IMPLEMENTED,
         AgentError => StatusCode::BAD_GATEWAY,
@@ -321,8 +323,11 @@ mod tests {
             (NoPendingQuestion, 409),
             (ResumeUnsupported, 409),
             (HandshakeIncompatible, 409),
+            (PipelineFinished, 409),
+            (MemoryFull, 409),
             (PayloadTooLarge, 413),
             (SessionLimit, 429),
+            (RateLimited, 429),
             (InternalError, 500),
             (NotImplemented, 501),
             (AgentError, 502),

@@ -20,16 +20,23 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Uri};
 use tokio::sync::watch;
 
+pub mod auth;
+pub mod auth_matrix;
+mod auth_routes;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 mod handlers;
 pub mod handshake;
 mod middleware;
 pub mod openapi;
+mod orchestration;
 pub mod routes;
 mod schemas;
+mod session_extra;
 mod sse;
 
+pub use auth::{AuthConfig, AuthSettings};
 pub use error::{ApiError, ApiResult};
 pub use routes::{HttpMethod, RouteInfo, route_table};
 
@@ -51,6 +58,8 @@ pub struct HttpConfig {
     pub dashboard_enabled: bool,
     /// Server version (reported by health when the service does not say).
     pub version: String,
+    /// Authentication, RBAC, rate limits, CORS (api §5; [`auth`]).
+    pub auth: AuthConfig,
 }
 
 impl Default for HttpConfig {
@@ -62,6 +71,7 @@ impl Default for HttpConfig {
             sse_heartbeat_ms: 15_000,
             dashboard_enabled: true,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -81,6 +91,8 @@ pub(crate) struct Ctx {
     /// Set to `true` when the server shuts down: SSE streams end (the global one after a
     /// `shutdown` frame) so that graceful shutdown does not wait for them.
     pub shutdown: Arc<watch::Sender<bool>>,
+    /// Keys, SSE tokens, rate limits, the audit log (the auth middleware's state).
+    pub auth: Arc<auth::AuthRuntime>,
 }
 
 /// The application router (without connect info, SSE per-IP limits do not apply; [`serve`]
@@ -94,6 +106,7 @@ fn build(state: AppState, shutdown: Arc<watch::Sender<bool>>) -> Router {
     let config = state.config.clone();
     let ctx = Ctx {
         sse: sse::SseLimiter::new(config.sse_max_connections, config.sse_max_per_ip),
+        auth: auth::AuthRuntime::new(&state),
         app: state,
         shutdown,
     };
@@ -101,7 +114,17 @@ fn build(state: AppState, shutdown: Arc<watch::Sender<bool>>) -> Router {
     for def in routes::definitions() {
         router = router.route(def.info.path, def.router);
     }
-    finish_router(router, &config).with_state(ctx)
+    // The one authorization check, around every matched route (api §5).
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        ctx.clone(),
+        auth::middleware,
+    ));
+    finish_router(router, &config)
+        .layer(axum::middleware::from_fn_with_state(
+            config.auth.clone(),
+            auth::cors,
+        ))
+        .with_state(ctx)
 }
 
 /// Apply the conventions to a router whose routes are all added: 404/405 envelopes, the body

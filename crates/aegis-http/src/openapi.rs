@@ -14,7 +14,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{RefOr, Response, ResponseBuilder, Server, content::ContentBuilder};
 
 use crate::handlers;
+use crate::orchestration;
 use crate::routes::{HttpMethod, route_table};
+use crate::session_extra;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +60,47 @@ use crate::routes::{HttpMethod, route_table};
         handlers::global_events_log,
         handlers::session_events,
         handlers::global_events,
+        session_extra::tools_catalog,
+        session_extra::swarm,
+        session_extra::check_agent,
+        session_extra::session_metrics,
+        session_extra::session_latency,
+        session_extra::session_tools,
+        session_extra::session_debug,
+        session_extra::session_commands,
+        session_extra::session_children,
+        session_extra::get_permission_profile,
+        session_extra::put_permission_profile,
+        session_extra::get_session_permissions,
+        session_extra::put_session_permissions,
+        session_extra::spawn_session,
+        session_extra::fork_session,
+        session_extra::session_screenshot,
+        session_extra::verify_session,
+        session_extra::answer_question,
+        session_extra::claim_driver,
+        session_extra::release_driver,
+        session_extra::transfer_driver,
+        orchestration::batch_create,
+        orchestration::create_pipeline,
+        orchestration::list_pipelines,
+        orchestration::get_pipeline,
+        orchestration::cancel_pipeline,
+        orchestration::resume_pipeline,
+        orchestration::approve_stage,
+        orchestration::list_templates,
+        orchestration::create_template,
+        orchestration::get_template,
+        orchestration::update_template,
+        orchestration::delete_template,
+        orchestration::template_session,
+        orchestration::set_memory,
+        orchestration::list_memory,
+        orchestration::list_memories,
+        orchestration::get_memory,
+        orchestration::delete_memory,
+        orchestration::session_memories,
+        orchestration::set_session_memory,
     ),
     components(schemas(ErrorBody, EventEnvelope)),
     tags(
@@ -67,6 +110,9 @@ use crate::routes::{HttpMethod, route_table};
         (name = "data", description = "Transcripts and summaries"),
         (name = "events", description = "Event logs and Server-Sent Events"),
         (name = "permissions", description = "The approval inbox"),
+        (name = "pipelines", description = "Durable DAGs of agent sessions"),
+        (name = "templates", description = "Session templates"),
+        (name = "memory", description = "The memory bridge: per-tenant key/value entries"),
     ),
 )]
 struct ApiDoc;
@@ -76,6 +122,7 @@ fn operation_mut(item: &mut PathItem, method: HttpMethod) -> &mut Option<Operati
         HttpMethod::Get => &mut item.get,
         HttpMethod::Post => &mut item.post,
         HttpMethod::Patch => &mut item.patch,
+        HttpMethod::Put => &mut item.put,
         HttpMethod::Delete => &mut item.delete,
     }
 }
@@ -91,6 +138,7 @@ pub fn operation<'a>(
         HttpMethod::Get => item.get.as_ref(),
         HttpMethod::Post => item.post.as_ref(),
         HttpMethod::Patch => item.patch.as_ref(),
+        HttpMethod::Put => item.put.as_ref(),
         HttpMethod::Delete => item.delete.as_ref(),
     }
 }
@@ -114,6 +162,8 @@ fn error_response(description: &str) -> RefOr<Response> {
 /// Build the document.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    // Authentication, keys, audit (auth_routes.rs).
+    doc.merge(crate::auth_routes::AuthApi::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.servers = Some(vec![Server::new("http://127.0.0.1:9100")]);
 
@@ -151,6 +201,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             HttpMethod::Get,
             HttpMethod::Post,
             HttpMethod::Patch,
+            HttpMethod::Put,
             HttpMethod::Delete,
         ] {
             let Some(op) = operation_mut(item, method).as_mut() else {
