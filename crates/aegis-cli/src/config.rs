@@ -144,6 +144,10 @@ pub struct Config {
     pub postgres_url: Option<String>,
     #[serde(default)]
     pub redis: RedisSection,
+    /// strictRbac, rateLimit.*, corsOrigins, trustProxy, enforceSessionOwnership,
+    /// defaultTenantId, audit.secret, keyRotationGraceSeconds (auth_config.rs).
+    #[serde(flatten)]
+    pub security: crate::auth_config::SecurityConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -512,6 +516,7 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
     if let Some(n) = env_u64("AEGIS_SSE_HEARTBEAT_MS", 100, 3_600_000)? {
         config.sse.heartbeat_ms = Some(n);
     }
+    config.security.apply_env()?;
     validate(&config)?;
     Ok(Loaded {
         config,

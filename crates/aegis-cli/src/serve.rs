@@ -116,15 +116,6 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> ExitCode {
     let c = loaded.config.clone();
-    if !c.is_loopback() {
-        return fail(
-            2,
-            format!(
-                "refusing to bind {}: a non-loopback address needs authentication, which this build does not enforce yet; bind 127.0.0.1 (AEGIS_HOST) instead",
-                c.host
-            ),
-        );
-    }
     if c.session_store == "postgres" && c.postgres.url.is_none() {
         return fail(
             2,
@@ -143,6 +134,11 @@ pub async fn serve_until(
     let (store, _store_lock) = match open_store(&c, &state_dir).await {
         Ok(s) => s,
         Err(msg) => return fail(1, msg),
+    };
+    // Keys, the audit log, and the refusal of a non-loopback bind without credentials (§5.2).
+    let auth = match crate::auth_config::prepare(&c, &state_dir, &store).await {
+        Ok(a) => a,
+        Err((code, msg)) => return fail(code, msg),
     };
     let addr: SocketAddr = match format!("{}:{}", bind_host(&c.host), c.port).parse() {
         Ok(a) => a,
@@ -171,6 +167,9 @@ pub async fn serve_until(
     if let Some(file) = loaded.file.clone() {
         tokio::spawn(watch_config(file, svc.clone(), server_cwd.clone()));
     }
+    if let Some(file) = loaded.file.clone() {
+        tokio::spawn(crate::auth_config::watch(file, auth.clone(), c.is_loopback()));
+    }
     let state = aegis_http::AppState {
         service: svc.clone(),
         config: aegis_http::HttpConfig {
@@ -178,6 +177,7 @@ pub async fn serve_until(
             sse_max_connections: c.sse.max_connections.unwrap_or(100),
             sse_max_per_ip: c.sse.max_per_ip.unwrap_or(10),
             sse_heartbeat_ms: c.sse.heartbeat_ms.unwrap_or(15_000),
+            auth: auth.clone(),
             ..aegis_http::HttpConfig::default()
         },
     };
@@ -188,7 +188,9 @@ pub async fn serve_until(
         state_dir.display(),
         c.session_store
     );
+    crate::auth_config::audit_server(&auth, "server.start").await;
     let result = aegis_http::serve(listener, state, shutdown).await;
+    crate::auth_config::audit_server(&auth, "server.stop").await;
     tracing::info!("shutting down: stopping sessions (they are resumable after restart)");
     svc.shutdown().await;
     let _ = std::fs::remove_file(&pid_file);
@@ -231,10 +233,23 @@ pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>,
             let store = aegis_store_redis::RedisStore::connect(&url, &prefix)
                 .await
                 .map_err(|e| format!("cannot use Redis (AEGIS_REDIS_URL): {e}"))?;
-            let lease = store
-                .lock()
-                .await
-                .map_err(|e| format!("{e}; another Aegis server uses the prefix `{prefix}`"))?;
+            // After a crash of the previous server on this host its lease (15 s) outlives it:
+            // wait for it to expire rather than refusing to start. A live holder is refused.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let lease = loop {
+                match store.lock().await {
+                    Ok(l) => break l,
+                    Err(aegis_store::StoreError::Locked(holder))
+                        if holder_is_dead_local(&holder) && std::time::Instant::now() < deadline =>
+                    {
+                        tracing::warn!("waiting for the lease of a crashed server to expire ({holder})");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        return Err(format!("{e}; another Aegis server uses the prefix `{prefix}`"));
+                    }
+                }
+            };
             if let Ok(p) = store.persistence().await {
                 if let Some(w) = p.warning() {
                     tracing::warn!("{w}");
@@ -249,6 +264,26 @@ pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>,
             Ok((Arc::new(store), StoreLock::None))
         }
     }
+}
+
+/// Whether a lock holder description (`pid=N host=H ...`) names a process of this host that
+/// no longer exists.
+fn holder_is_dead_local(holder: &str) -> bool {
+    let field = |name: &str| {
+        holder
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == '(' || c == ')')
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let (Some(pid), Some(h)) = (field("pid="), field("host=")) else {
+        return false;
+    };
+    h == host && pid.parse::<u32>().is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
 }
 
 fn bind_host(h: &str) -> String {

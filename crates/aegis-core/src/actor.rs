@@ -746,7 +746,9 @@ impl Actor {
                     now,
                 );
                 self.emit_entries(entries);
-                let input = if reattach {
+                // Decided by the status, not by how the agent session was opened: a fresh start
+                // of an interrupted session is a reattach too.
+                let input = if self.rec.state.status == SessionStatus::Interrupted {
                     Input::Reattached
                 } else {
                     Input::Ready
@@ -789,7 +791,7 @@ impl Actor {
                     "agent",
                     json!({"phase": "start_failed", "stderrTail": self.rec.exit.as_ref().map(|e| e.stderr_tail.clone())}),
                 );
-                if reattach {
+                if reattach || self.rec.state.status == SessionStatus::Interrupted {
                     // Stay interrupted; the caller may resume again later.
                     self.rec.state.status_reason = Some(reason);
                 } else if let Err(e) = self.apply(Input::StartFailed { reason }) {
@@ -1944,11 +1946,17 @@ impl Actor {
         }
         self.rec.pid = None;
         let caps = self.rec.agent_info.as_ref().map(|a| a.capabilities.clone());
-        self.rec.resumable =
-            self.rec.acp_session_id.is_some() && caps.is_some_and(|c| c.resume || c.load_session);
+        // Never started (killed while pending): there is no conversation to lose, so a fresh
+        // agent session is the same session.
+        let never_started = self.rec.acp_session_id.is_none();
+        self.rec.resumable = never_started || caps.is_some_and(|c| c.resume || c.load_session);
         self.commit().await?;
         if auto_reattach && self.rec.resumable {
-            self.start_agent(StartMode::Reattach);
+            self.start_agent(if never_started {
+                StartMode::New
+            } else {
+                StartMode::Reattach
+            });
         }
         Ok(())
     }

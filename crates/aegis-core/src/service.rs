@@ -369,7 +369,9 @@ impl SessionService {
                 }
             };
             let sid = rec.id.to_string();
-            rec.last_event_id = rec.last_event_id.max(store.last_event_id(&sid).await?);
+            // The log is authoritative: a record can be persisted ahead of an event append that
+            // never committed (crash in between); those events were never published.
+            rec.last_event_id = store.last_event_id(&sid).await?;
             svc.recover(rec).await?;
         }
         crate::pipeline::Orchestration::start(&svc).await?;

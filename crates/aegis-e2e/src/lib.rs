@@ -256,3 +256,136 @@ pub struct SseFrame {
     pub event: String,
     pub data: Value,
 }
+
+/// The real `ag serve` process, for tests that kill and restart it.
+pub mod process {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    /// A running `ag serve`; dropping it stops it gracefully (SIGTERM, then SIGKILL).
+    pub struct AgServer {
+        pub child: Child,
+        pub base: String,
+    }
+
+    impl AgServer {
+        /// `kill -9`: no graceful path at all.
+        pub fn kill9(mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            std::mem::forget(self);
+        }
+    }
+
+    impl Drop for AgServer {
+        fn drop(&mut self) {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // SAFETY: kill(2) on our own child's pid; no memory is involved.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A free loopback port.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    /// Write a config for the scripted agent (atomically, like an editor saving by rename).
+    pub fn write_config(path: &Path, port: u16, state: &Path, allowed: &[&Path], extra: &str) {
+        let allowed: Vec<String> = allowed
+            .iter()
+            .map(|p| format!("\"{}\"", p.display()))
+            .collect();
+        let cfg = format!(
+            "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nmaxSessions: 200\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n{extra}",
+            state.display(),
+            allowed.join(", "),
+            crate::aegis_testkit_bins_scripted().display(),
+            state.join("scripted").display(),
+        );
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, cfg).expect("write config");
+        std::fs::rename(&tmp, path).expect("rename config");
+    }
+
+    /// Start `ag serve --config <config>` and wait for its health endpoint.
+    pub async fn start(config: &Path, port: u16, log: &Path) -> AgServer {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(aegis_testkit::bins::ag())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("AEGIS_PORT")
+            .env_remove("AEGIS_STATE_DIR")
+            .env_remove("AEGIS_SESSION_STORE")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn ag serve");
+        let server = AgServer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/v1/health", server.base)).send().await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(base: &str, path: &str) -> Value {
+        reqwest::get(format!("{base}{path}"))
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    pub async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn aegis_testkit_bins_scripted() -> PathBuf {
+    aegis_testkit::bins::scripted_agent()
+}

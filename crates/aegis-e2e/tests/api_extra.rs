@@ -153,7 +153,21 @@ async fn metrics_latency_tools_commands_and_debug() {
         .await;
     assert_validation(st, &e, "refresh");
 
-    let (st, d) = s.get(&format!("/v1/sessions/{sid}/debug")).await;
+    // The agent's stderr is read concurrently with its protocol output: wait for the lines.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (st, d) = loop {
+        let (st, d) = s.get(&format!("/v1/sessions/{sid}/debug")).await;
+        if d["stderrTail"]
+            .to_string()
+            .matches("scripted stderr line")
+            .count()
+            >= 5
+            || tokio::time::Instant::now() > deadline
+        {
+            break (st, d);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(st, StatusCode::OK, "{d}");
     assert_eq!(d["agent"], "scripted");
     assert!(d["pid"].is_u64(), "{d}");
@@ -291,8 +305,17 @@ async fn spawn_fork_and_children() {
         })
         .collect();
     assert_eq!(kids, [kid_id.clone(), id(&kid2), id(&f)], "oldest first");
-    let (_, p) = s.get(&format!("/v1/sessions/{parent}")).await;
-    assert_eq!(p["children"].as_array().unwrap().len(), 3, "{p}");
+    // The parent's own `children` list is updated by its actor right after each spawn.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, p) = s.get(&format!("/v1/sessions/{parent}")).await;
+        if p["children"].as_array().unwrap().len() == 3 {
+            assert_eq!(p["children"], json!(kids), "{p}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Errors.
     let (st, e) = s

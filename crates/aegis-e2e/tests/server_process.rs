@@ -4,116 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aegis_e2e::process::{free_port, get, post, start, write_config};
 use aegis_e2e::read_sse;
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    /// Graceful stop (SIGTERM), then SIGKILL if it does not exit within 10 s.
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child's pid; no memory is involved.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn write_config(path: &Path, port: u16, state: &Path, allowed: &[&Path]) {
-    let allowed: Vec<String> = allowed
-        .iter()
-        .map(|p| format!("\"{}\"", p.display()))
-        .collect();
-    let cfg = format!(
-        "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n",
-        state.display(),
-        allowed.join(", "),
-        aegis_testkit::bins::scripted_agent().display(),
-        state.join("scripted").display(),
-    );
-    // Write then rename, like an editor.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, cfg).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-async fn start(config: &Path, port: u16, log: &Path) -> Server {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(aegis_testkit::bins::ag())
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("AEGIS_PORT")
-        .env_remove("AEGIS_STATE_DIR")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("spawn ag serve");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{base}/v1/health")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not come up: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { child, base }
-}
-
-async fn get(base: &str, path: &str) -> Value {
-    reqwest::get(format!("{base}{path}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
 
 /// Wait until every session is settled: idle (re-attached) or interrupted and resumable.
 async fn wait_settled(base: &str, ids: &[String]) -> BTreeMap<String, String> {
@@ -147,7 +42,7 @@ async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
     std::fs::create_dir_all(&work).unwrap();
     let port = free_port();
     let cfg = dir.path().join("config.yaml");
-    write_config(&cfg, port, &state, &[&work]);
+    write_config(&cfg, port, &state, &[&work], "");
     let log = dir.path().join("server.log");
 
     let mut received: Vec<Value> = Vec::new();
@@ -202,10 +97,7 @@ async fn kill_dash_nine_while_streaming_loses_nothing_acknowledged() {
                 .filter(|f| f.id.is_some())
                 .map(|f| f.data),
         );
-        // kill -9 (std's Child::kill sends SIGKILL), no graceful path at all.
-        let mut server = server;
-        server.child.kill().unwrap();
-        server.child.wait().unwrap();
+        server.kill9();
     }
 
     // Final restart: every event any client received is in the log, unchanged, ids dense.
@@ -266,13 +158,13 @@ async fn allowed_workdirs_hot_reload_without_restart() {
     std::fs::create_dir_all(&b).unwrap();
     let port = free_port();
     let cfg = dir.path().join("config.yaml");
-    write_config(&cfg, port, &state, &[&a]);
+    write_config(&cfg, port, &state, &[&a], "");
     let server = start(&cfg, port, &dir.path().join("server.log")).await;
     let base = server.base.clone();
     let (st, e) = post(&base, "/v1/sessions", json!({"workDir": b})).await;
     assert_eq!(st, 400);
     assert_eq!(e["code"], "INVALID_WORKDIR");
-    write_config(&cfg, port, &state, &[&a, &b]);
+    write_config(&cfg, port, &state, &[&a, &b], "");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (st, _) = post(&base, "/v1/sessions", json!({"workDir": b})).await;
