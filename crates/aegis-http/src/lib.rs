@@ -28,6 +28,7 @@ pub mod error;
 pub mod extract;
 mod handlers;
 pub mod handshake;
+mod idempotency;
 mod middleware;
 pub mod openapi;
 mod orchestration;
@@ -114,6 +115,11 @@ fn build(state: AppState, shutdown: Arc<watch::Sender<bool>>) -> Router {
     for def in routes::definitions() {
         router = router.route(def.info.path, def.router);
     }
+    // Idempotency-Key replay runs inside authorization (it needs the principal).
+    let router = router.route_layer(axum::middleware::from_fn_with_state(
+        ctx.clone(),
+        idempotency::middleware,
+    ));
     // The one authorization check, around every matched route (api §5).
     let router = router.route_layer(axum::middleware::from_fn_with_state(
         ctx.clone(),
