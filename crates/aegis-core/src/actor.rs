@@ -205,6 +205,8 @@ pub struct Actor {
     turn_waiters: Vec<oneshot::Sender<()>>,
     events: Vec<NewEvent>,
     dirty_entries: Vec<TranscriptEntry>,
+    /// Decided/cancelled/expired requests to persist in the next commit.
+    dirty_permissions: Vec<PermissionRequest>,
     turn_usage: Option<aegis_domain::Usage>,
     awaiting_first_update: bool,
     turn_started_at: Option<u64>,
@@ -297,6 +299,7 @@ impl Actor {
             turn_waiters: Vec::new(),
             events: Vec::new(),
             dirty_entries: Vec::new(),
+            dirty_permissions: Vec::new(),
             turn_usage: None,
             awaiting_first_update: false,
             turn_started_at: None,
@@ -352,6 +355,18 @@ impl Actor {
                     collections::TRANSCRIPT,
                     &sid,
                     &entry_key(e.entry_id),
+                    &doc,
+                    None,
+                )
+                .await?;
+        }
+        for p in std::mem::take(&mut self.dirty_permissions) {
+            let doc = serde_json::to_value(&p).unwrap_or(Value::Null);
+            store
+                .put_doc(
+                    collections::PERMISSIONS,
+                    &sid,
+                    &p.request_id.to_string(),
                     &doc,
                     None,
                 )
@@ -618,6 +633,7 @@ impl Actor {
             now,
         );
         self.emit_entries(entries);
+        self.dirty_permissions.push(p.clone());
         self.shared.permission_finished(p);
     }
 

@@ -763,7 +763,9 @@ impl KeyRegistry {
         let mut key = self.fresh(viewer, id).await?;
         let secret = new_secret(id)?;
         let old = std::mem::replace(&mut key.secret, SecretHash::new(&secret)?);
-        key.grace.retain(|g| g.expires_at.is_some_and(|t| t > now));
+        // Only the secret just replaced may stay valid: earlier ones end now (a rotation
+        // after a leak must cut every old secret off).
+        key.grace.clear();
         let grace_expires_at = (grace_seconds > 0).then(|| now + grace_seconds * 1000);
         if let Some(until) = grace_expires_at {
             key.grace.push(SecretHash {

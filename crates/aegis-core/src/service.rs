@@ -192,21 +192,9 @@ impl Shared {
         }
     }
 
+    /// Index a request that left the pending set (the actor persists it in its commit).
     pub(crate) fn permission_finished(&self, p: PermissionRequest) {
-        write(&self.permissions).insert(p.request_id, p.clone());
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let doc = serde_json::to_value(&p).unwrap_or(Value::Null);
-            let _ = store
-                .put_doc(
-                    collections::PERMISSIONS,
-                    &p.session_id.to_string(),
-                    &p.request_id.to_string(),
-                    &doc,
-                    None,
-                )
-                .await;
-        });
+        write(&self.permissions).insert(p.request_id, p);
     }
 
     pub(crate) fn permission_lookup(&self, id: &RequestId) -> Option<PermissionRequest> {

@@ -66,11 +66,33 @@ impl TestServer {
         s
     }
 
+    /// A server whose HTTP configuration (authentication, limits) is `http`.
+    pub async fn start_http(http: aegis_http::HttpConfig) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&state).expect("state dir");
+        std::fs::create_dir_all(&work).expect("work dir");
+        let mut s = Self::start_in_http(&state, &work, |_| {}, http).await;
+        s._dir = Some(dir);
+        s
+    }
+
     /// A server on existing directories (restart tests reuse them).
     pub async fn start_in(
         state: &Path,
         work: &Path,
         tune: impl FnOnce(&mut ServiceConfig),
+    ) -> TestServer {
+        Self::start_in_http(state, work, tune, aegis_http::HttpConfig::default()).await
+    }
+
+    /// [`TestServer::start_in`] with an HTTP configuration.
+    pub async fn start_in_http(
+        state: &Path,
+        work: &Path,
+        tune: impl FnOnce(&mut ServiceConfig),
+        http: aegis_http::HttpConfig,
     ) -> TestServer {
         let mut cfg = ServiceConfig::new(state.to_path_buf());
         cfg.allowed_workdirs = vec![work.display().to_string()];
@@ -87,7 +109,7 @@ impl TestServer {
             .expect("service");
         let app = aegis_http::AppState {
             service: svc.clone(),
-            config: aegis_http::HttpConfig::default(),
+            config: http,
         };
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -316,7 +338,7 @@ pub mod process {
             .map(|p| format!("\"{}\"", p.display()))
             .collect();
         let cfg = format!(
-            "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nmaxSessions: 200\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n{extra}",
+            "port: {port}\nstateDir: \"{}\"\ndefaultAgent: scripted\nmaxSessions: 200\nrateLimit: {{perKeyPerMinute: 0, perIpPerMinute: 0, unauthPerIpPerMinute: 0}}\nallowedWorkDirs: [{}]\nagents:\n  scripted:\n    command: \"{}\"\n    env: {{SCRIPTED_AGENT_STATE_DIR: \"{}\"}}\n{extra}",
             state.display(),
             allowed.join(", "),
             crate::aegis_testkit_bins_scripted().display(),

@@ -46,6 +46,28 @@ async fn wait_pipeline(
     }
 }
 
+/// The `pipeline` events of one pipeline in the global log, once `pred` holds for them.
+async fn pipeline_events(s: &TestServer, id: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut rx = s.svc.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, log) = s.get("/v1/events/log?types=pipeline&limit=1000").await;
+        let evs: Vec<Value> = log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["pipelineId"] == id)
+            .cloned()
+            .collect();
+        if pred(&evs) {
+            return evs;
+        }
+        if tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
+            panic!("pipeline {id}: events not as expected: {evs:#?}");
+        }
+    }
+}
+
 async fn create_pipeline(s: &TestServer, body: Value) -> Value {
     let (st, p) = s.post("/v1/pipelines", body).await;
     assert_eq!(st, StatusCode::CREATED, "{p}");
@@ -138,14 +160,14 @@ async fn diamond_runs_b_and_c_in_parallel_and_feeds_outputs_to_d() {
         ["A", "B", "C", "D"].iter().map(|n| sid(&done, n)).collect();
     assert_eq!(ids.len(), 4);
 
-    // Global `pipeline` events for every change, no session id.
-    let (_, log) = s.get("/v1/events/log?types=pipeline&limit=1000").await;
-    let evs: Vec<&Value> = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["data"]["pipelineId"] == id.as_str())
-        .collect();
+    // Global `pipeline` events for every change, no session id. (The snapshot is published
+    // just before the events are appended: wait for the last one.)
+    let log = pipeline_events(&s, &id, |evs| {
+        evs.last()
+            .is_some_and(|e| e["data"]["status"] == "completed" && e["data"]["stage"].is_null())
+    })
+    .await;
+    let evs: Vec<&Value> = log.iter().collect();
     assert!(
         evs.iter()
             .all(|e| e["sessionId"].is_null() && e["event"] == "pipeline")
@@ -368,10 +390,11 @@ async fn approval_gate_holds_until_approved() {
     assert_eq!(stage(&still, "ship")["status"], "pending");
     assert!(stage(&still, "ship")["sessionId"].is_null());
     // The gate wait was announced.
-    let (_, log) = s.get("/v1/events/log?types=pipeline&limit=1000").await;
-    assert!(log["events"].as_array().unwrap().iter().any(|e| {
-        e["data"]["pipelineId"] == id.as_str() && e["data"]["stage"]["awaitingApproval"] == true
-    }));
+    pipeline_events(&s, &id, |evs| {
+        evs.iter()
+            .any(|e| e["data"]["stage"]["awaitingApproval"] == true)
+    })
+    .await;
     // Approving a stage without a gate, or an unknown stage, is refused.
     let (st, _) = s
         .post_empty(&format!("/v1/pipelines/{id}/stages/plan/approve"))

@@ -19,9 +19,7 @@ use aegis_core::audit::{AuditEntry, AuditLog};
 use aegis_core::bus::now_ms;
 use aegis_core::identity::Identity;
 use aegis_core::keys::{FileKeys, KeyAuthError, KeyBackend, KeyRegistry, StoreKeys};
-use aegis_core::ratelimit::{
-    AUTH_FAILURES_ALLOWED, Allowed, Bucket, RateLimiter, RateLimits,
-};
+use aegis_core::ratelimit::{AUTH_FAILURES_ALLOWED, Allowed, Bucket, RateLimiter, RateLimits};
 use aegis_core::sse_tokens::{SSE_TOKEN_TTL_MS, SseReservation, SseTokenError, SseTokens};
 use aegis_domain::audit::Outcome;
 use aegis_domain::auth::{CredentialKind, Ownership, authorize, classify, owns, secrets_equal};
@@ -109,7 +107,10 @@ impl fmt::Debug for AuthSettings {
             .field("audit_queries_per_minute", &self.audit_queries_per_minute)
             .field("sse_token_ttl_ms", &self.sse_token_ttl_ms)
             .field("audit_secret", &redact(&self.audit_secret))
-            .field("key_rotation_grace_seconds", &self.key_rotation_grace_seconds)
+            .field(
+                "key_rotation_grace_seconds",
+                &self.key_rotation_grace_seconds,
+            )
             .finish()
     }
 }
@@ -126,7 +127,9 @@ impl AuthSettings {
             }
             let ok = (o.starts_with("http://") || o.starts_with("https://"))
                 && !o.ends_with('/')
-                && o.split("://").nth(1).is_some_and(|h| !h.is_empty() && !h.contains('/'));
+                && o.split("://")
+                    .nth(1)
+                    .is_some_and(|h| !h.is_empty() && !h.contains('/'));
             if !ok {
                 return Err(format!(
                     "corsOrigins: '{o}' is not an exact origin (scheme://host[:port], no path)"
@@ -240,7 +243,11 @@ impl AuthRuntime {
 
     /// Whether any credential is configured (api §5.2).
     pub(crate) fn auth_enabled(&self, settings: &AuthSettings) -> bool {
-        settings.master_token.as_deref().is_some_and(|t| !t.is_empty()) || !self.keys.is_empty()
+        settings
+            .master_token
+            .as_deref()
+            .is_some_and(|t| !t.is_empty())
+            || !self.keys.is_empty()
     }
 
     /// Zero-config: no credential configured and a loopback bind.
@@ -301,8 +308,9 @@ impl AuthRuntime {
         }
     }
 
-    /// A failed authentication from `ip`: counted (after 5 in a window further failures get
-    /// 429), audited as `auth.failure` (at most once per IP and minute).
+    /// A refused authentication from `ip`, audited as `auth.failure` (at most once per IP and
+    /// minute). A presented credential that failed (`presented`) counts towards the brute-force
+    /// limit: after 5 in a window, further failures get 429. A missing credential does not.
     pub(crate) async fn failed(
         &self,
         settings: &AuthSettings,
@@ -310,9 +318,14 @@ impl AuthRuntime {
         err: ApiError,
         what: &str,
         request_id: Option<String>,
+        presented: bool,
     ) -> ApiError {
         let now = now_ms();
-        let failures = self.limiter.note(&Bucket::AuthFailures(ip), now);
+        let failures = if presented {
+            self.limiter.note(&Bucket::AuthFailures(ip), now)
+        } else {
+            0
+        };
         if let Some(log) = &self.audit {
             let mut entry = AuditEntry::anonymous("auth.failure", Outcome::Denied)
                 .detail(format!("{what}: {}", err.code));
@@ -339,7 +352,11 @@ impl AuthRuntime {
             settings.rate_limits.unauth_per_ip_per_minute,
             now,
         ) {
-            return rate_limited("unauthenticated requests from this address", l.limit, l.retry_after_secs);
+            return rate_limited(
+                "unauthenticated requests from this address",
+                l.limit,
+                l.retry_after_secs,
+            );
         }
         err
     }
@@ -499,7 +516,7 @@ pub(crate) async fn middleware(
                     "Credentials are not accepted in the URL (?token= takes SSE tokens on event streams only); send Authorization: Bearer instead",
                 );
                 return rt
-                    .failed(&settings, ip, e, &what, request_id)
+                    .failed(&settings, ip, e, &what, request_id, true)
                     .await
                     .into_response();
             }
@@ -510,23 +527,37 @@ pub(crate) async fn middleware(
     let resolved = match credential {
         None => None,
         Some(Err(e)) => Some(Err(e)),
-        Some(Ok(token)) => Some(rt.resolve(&settings, &token, policy.sse, stream_session.as_deref(), now)),
+        Some(Ok(token)) => Some(rt.resolve(
+            &settings,
+            &token,
+            policy.sse,
+            stream_session.as_deref(),
+            now,
+        )),
     };
     let (identity, reservation) = match resolved {
         Some(Ok((id, r))) => (Some(id), r),
         Some(Err(e)) if !public => {
             return rt
-                .failed(&settings, ip, e, &what, request_id)
+                .failed(&settings, ip, e, &what, request_id, true)
                 .await
                 .into_response();
         }
+        // Zero-config. A principal put in place by an embedding layer (tests, another
+        // surface that authenticated the caller) is kept: it never has more power than `local`.
+        Some(Err(_)) | None if zero_config => {
+            let id = match req.extensions().get::<Principal>() {
+                Some(p) => embedded_identity(p.clone()),
+                None => Identity::local(settings.strict_rbac),
+            };
+            (Some(id), None)
+        }
         // A bad credential on a public route is ignored (health stays reduced).
-        Some(Err(_)) | None if zero_config => (Some(Identity::local(settings.strict_rbac)), None),
         Some(Err(_)) | None if public => (None, None),
         _ => {
             let e = unauthorized("Authentication required");
             return rt
-                .failed(&settings, ip, e, &what, request_id)
+                .failed(&settings, ip, e, &what, request_id, false)
                 .await
                 .into_response();
         }
@@ -549,18 +580,21 @@ pub(crate) async fn middleware(
                 {
                     Ok(a) => quota = Some(a),
                     Err(l) => {
-                        let mut res = rate_limited("requests of this credential", l.limit, l.retry_after_secs)
-                            .into_response();
+                        let mut res = rate_limited(
+                            "requests of this credential",
+                            l.limit,
+                            l.retry_after_secs,
+                        )
+                        .into_response();
                         rate_headers(res.headers_mut(), l.limit, 0, l.reset_epoch_s);
                         return res;
                     }
                 }
             }
-            if let Err(l) = rt.limiter.hit(
-                &Bucket::Ip(ip),
-                settings.rate_limits.per_ip_per_minute,
-                now,
-            ) {
+            if let Err(l) =
+                rt.limiter
+                    .hit(&Bucket::Ip(ip), settings.rate_limits.per_ip_per_minute, now)
+            {
                 return rate_limited("requests from this address", l.limit, l.retry_after_secs)
                     .into_response();
             }
@@ -610,11 +644,18 @@ pub(crate) async fn middleware(
             && let Ok((owner, _tenant)) = ctx.app.service.session_owner(&id.principal, sid)
             && !owns(&subject, &owner, settings.enforce_session_ownership)
         {
-            let entry = entry_for(id, "session.action.denied", Outcome::Denied, &policy, &path, None)
-                .detail(format!(
-                    "{what} ({}): not the session owner",
-                    policy.action.unwrap_or("action")
-                ));
+            let entry = entry_for(
+                id,
+                "session.action.denied",
+                Outcome::Denied,
+                &policy,
+                &path,
+                None,
+            )
+            .detail(format!(
+                "{what} ({}): not the session owner",
+                policy.action.unwrap_or("action")
+            ));
             rt.record(with_request(entry, ip, &request_id)).await;
             return ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -655,7 +696,9 @@ pub(crate) async fn middleware(
             res = r;
             body_id = v.and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned));
         }
-        let action = if action == "session.create" && pattern == "/v1/sessions" && status == StatusCode::OK
+        let action = if action == "session.create"
+            && pattern == "/v1/sessions"
+            && status == StatusCode::OK
         {
             "session.reuse"
         } else {
@@ -675,6 +718,17 @@ pub(crate) async fn middleware(
         rt.record(with_request(entry, ip, &request_id)).await;
     }
     res
+}
+
+/// The identity of a principal authenticated outside this layer: its role's permissions.
+fn embedded_identity(principal: Principal) -> Identity {
+    Identity {
+        permissions: aegis_domain::auth::Permissions::role_defaults(principal.role),
+        principal,
+        method: aegis_core::identity::AuthMethod::Local,
+        expires_at: None,
+        rate_limit: None,
+    }
 }
 
 fn describe(p: &Principal) -> String {
@@ -842,9 +896,17 @@ mod tests {
             ..AuthSettings::default()
         };
         let dbg = format!("{s:?} {:?}", AuthConfig::new(s.clone()));
-        assert!(!dbg.contains("hunter2") && !dbg.contains("audit-secret"), "{dbg}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("audit-secret"),
+            "{dbg}"
+        );
         assert!(s.validate().is_ok());
-        for bad in ["*", "https://a.example/", "a.example", "https://a.example/x"] {
+        for bad in [
+            "*",
+            "https://a.example/",
+            "a.example",
+            "https://a.example/x",
+        ] {
             let s = AuthSettings {
                 cors_origins: vec![bad.into()],
                 ..AuthSettings::default()
@@ -862,7 +924,10 @@ mod tests {
     fn bearer_parsing() {
         let mut h = HeaderMap::new();
         assert!(matches!(bearer(&h), Ok(None)));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
         assert_eq!(bearer(&h).ok().flatten().as_deref(), Some("abc"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(bearer(&h).is_err());

@@ -146,7 +146,11 @@ pub const MATRIX: &[MatrixEntry] = &[
         "/v1/auth/keys",
         A.audit("key.create", Target::Body("key")),
     ),
-    row("POST", "/v1/keys", A.audit("key.create", Target::Body("key"))),
+    row(
+        "POST",
+        "/v1/keys",
+        A.audit("key.create", Target::Body("key")),
+    ),
     row(
         "DELETE",
         "/v1/auth/keys/{id}",
@@ -459,7 +463,11 @@ pub const MATRIX: &[MatrixEntry] = &[
     row("GET", "/v1/webhooks/{id}/deliveries", A),
     row("GET", "/v1/webhooks/dead-letter", A),
     row("GET", "/v1/channels/health", V),
-    row("POST", "/v1/alerts/test", O.audit("alert.test", Target::None)),
+    row(
+        "POST",
+        "/v1/alerts/test",
+        O.audit("alert.test", Target::None),
+    ),
     row("GET", "/v1/alerts/stats", V),
 ];
 
@@ -523,5 +531,27 @@ mod tests {
             Some(Authenticated)
         );
         assert_eq!(normalize("/dashboard/{*path}"), "/dashboard/{*}");
+    }
+
+    /// Adding a route without deciding who may call it fails here.
+    #[test]
+    fn every_registered_route_has_a_matrix_entry() {
+        let mut missing = Vec::new();
+        for r in crate::routes::route_table() {
+            match policy_for(r.method.as_str(), r.path) {
+                None => missing.push(format!("{} {}", r.method.as_str(), r.path)),
+                Some(p) => assert_eq!(
+                    p.access == Public,
+                    r.public,
+                    "{} {}: the route table and the matrix disagree on `public`",
+                    r.method.as_str(),
+                    r.path
+                ),
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "routes without a permission-matrix entry (add them to auth_matrix::MATRIX): {missing:?}"
+        );
     }
 }

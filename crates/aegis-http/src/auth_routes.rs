@@ -92,7 +92,13 @@ pub(crate) fn definitions() -> Vec<RouteDef> {
         def(Get, "/v1/auth/whoami", false, whoami),
         def(Post, "/v1/auth/sse-token", false, sse_token),
         def(Get, "/v1/auth/keys", false, list_keys),
-        alias(Get, "/v1/keys", "/v1/auth/keys", "list_keys_alias", list_keys),
+        alias(
+            Get,
+            "/v1/keys",
+            "/v1/auth/keys",
+            "list_keys_alias",
+            list_keys,
+        ),
         def(Post, "/v1/auth/keys", false, create_key),
         alias(
             Post,
@@ -188,7 +194,14 @@ pub(crate) async fn verify(
         Ok((id, _)) => Ok(Json(verified(&id)).into_response()),
         Err(e) => {
             let e = rt
-                .failed(&settings, ip, e, "POST /v1/auth/verify", Some(request_id.clone()))
+                .failed(
+                    &settings,
+                    ip,
+                    e,
+                    "POST /v1/auth/verify",
+                    Some(request_id.clone()),
+                    true,
+                )
                 .await;
             if e.status != StatusCode::UNAUTHORIZED {
                 return Err(e);
@@ -801,7 +814,10 @@ pub(crate) async fn audit_verify(
     if let (Some(f), Some(t)) = (from, to)
         && f > t
     {
-        return Err(ApiError::validation("from", "must not be greater than `to`"));
+        return Err(ApiError::validation(
+            "from",
+            "must not be greater than `to`",
+        ));
     }
     let log = audit_log(&ctx)?;
     Ok(Json(report(log.verify(from, to).await?)))

@@ -4,7 +4,7 @@
 
 use aegis_core::Principal;
 use aegis_store::collections;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -127,7 +127,7 @@ pub(crate) async fn middleware(State(ctx): State<Ctx>, req: Request, next: Next)
     {
         tracing::warn!(error = %e, "could not store an idempotent response");
     }
-    Response::from_parts(parts, Body::from(Bytes::from(out)))
+    Response::from_parts(parts, Body::from(out))
 }
 
 #[cfg(test)]

@@ -46,7 +46,17 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
-        let (state, dir, work) = common::test_state(HttpConfig::default()).await;
+        // Ownership is not enforced so that bob may act on alice's session (api §5.4: the
+        // lease gates principals the `own` rule already allows).
+        let auth = aegis_http::AuthConfig::new(aegis_http::AuthSettings {
+            enforce_session_ownership: false,
+            ..aegis_http::AuthSettings::default()
+        });
+        let (state, dir, work) = common::test_state(HttpConfig {
+            auth,
+            ..HttpConfig::default()
+        })
+        .await;
         let app = aegis_http::router(state).layer(axum::middleware::from_fn(test_principal));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
