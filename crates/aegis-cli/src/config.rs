@@ -80,7 +80,8 @@ const KNOWN_KEYS: &[&str] = &[
 ];
 
 /// The parsed configuration (only what this build uses; other known keys are accepted).
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` is hand-written in `auth_config.rs`: it never shows a token or a store URL.
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
     #[serde(default = "d_port")]
@@ -144,6 +145,10 @@ pub struct Config {
     pub postgres_url: Option<String>,
     #[serde(default)]
     pub redis: RedisSection,
+    #[serde(default)]
+    pub memory_bridge: MemoryBridgeSection,
+    #[serde(default)]
+    pub pipeline_stage_timeout_ms: u64,
     /// strictRbac, rateLimit.*, corsOrigins, trustProxy, enforceSessionOwnership,
     /// defaultTenantId, audit.secret, keyRotationGraceSeconds (auth_config.rs).
     #[serde(flatten)]
@@ -157,6 +162,28 @@ pub struct PostgresSection {
     pub table: Option<String>,
     pub schema: Option<String>,
     pub pool_max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryBridgeSection {
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    #[serde(default = "d_memory_max")]
+    pub max_entries_per_tenant: usize,
+}
+
+impl Default for MemoryBridgeSection {
+    fn default() -> Self {
+        MemoryBridgeSection {
+            enabled: true,
+            max_entries_per_tenant: d_memory_max(),
+        }
+    }
+}
+
+fn d_memory_max() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -452,6 +479,12 @@ pub fn load(file: Option<&Path>) -> Result<Loaded> {
     }
     if let Some(n) = env_u64("AEGIS_PG_POOL_MAX", 1, 100)? {
         config.postgres.pool_max = u32::try_from(n).ok();
+    }
+    if let Some(b) = env_bool("AEGIS_MEMORY_ENABLED")? {
+        config.memory_bridge.enabled = b;
+    }
+    if let Some(n) = env_u64("AEGIS_PIPELINE_STAGE_TIMEOUT_MS", 0, 86_400_000)? {
+        config.pipeline_stage_timeout_ms = n;
     }
     if let Some(u) = env_str("AEGIS_REDIS_URL") {
         config.redis.url = Some(u);

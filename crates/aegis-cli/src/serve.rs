@@ -47,6 +47,9 @@ pub fn service_config(c: &Config, server_cwd: &Path) -> ServiceConfig {
     s.rate_limit_retry_ms = c.rate_limit_retry_ms;
     s.rate_limit_auto_resume = c.rate_limit_auto_resume;
     s.auto_reattach = c.auto_reattach;
+    s.memory_enabled = c.memory_bridge.enabled;
+    s.memory_max_entries_per_tenant = c.memory_bridge.max_entries_per_tenant;
+    s.pipeline_stage_timeout_ms = c.pipeline_stage_timeout_ms;
     let mut reg = AgentRegistry::new(c.agents.clone());
     reg.default_agent = c.default_agent.clone();
     reg.acp_bin = c.acp.bin.as_deref().map(config::expand);
