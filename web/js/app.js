@@ -56,7 +56,8 @@ export function toast(message, kind = 'info') {
   const box = $('#toasts');
   const t = h('div', { class: `toast toast-${kind}`, role: kind === 'error' ? 'alert' : 'status' }, message);
   box.append(t);
-  setTimeout(() => t.remove(), kind === 'error' ? 8000 : 4000);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => t.remove(), kind === 'error' ? 8000 : 3000);
 }
 
 export function errorToast(e, what) {
@@ -385,8 +386,37 @@ function wireShell() {
   });
 }
 
+// Streams hold one of the browser's six connections per server each: release them when the
+// page is put away (back/forward cache) or has been hidden for a while, and resume from the
+// last event id when it comes back — nothing is lost in between.
+function suspendStreams() {
+  app.global?.stop();
+  app.page?.stream?.()?.stop();
+}
+
+function resumeStreams() {
+  if (!app.authed) return;
+  app.global?.start();
+  const s = app.page?.stream?.();
+  if (s && s.state !== 'ended') s.start();
+}
+
+let hiddenTimer = 0;
+function wireLifecycle() {
+  window.addEventListener('pagehide', suspendStreams);
+  window.addEventListener('pageshow', (e) => {
+    if (e.persisted) resumeStreams();
+  });
+  document.addEventListener('visibilitychange', () => {
+    clearTimeout(hiddenTimer);
+    if (document.hidden) hiddenTimer = setTimeout(suspendStreams, 30000);
+    else resumeStreams();
+  });
+}
+
 async function boot() {
   wireShell();
+  wireLifecycle();
   let ok = false;
   try {
     ok = await checkAuth();
@@ -404,7 +434,6 @@ async function boot() {
   document.body.classList.remove('logged-out');
   renderWho();
   startGlobal();
-  if (/^\/login\/?$/.test(currentPath())) history.replaceState(null, '', `${BASE}/`);
   await route({ focus: false });
   document.body.dataset.ready = 'true';
 }

@@ -17,6 +17,7 @@ export function modal(build, { label, className } = {}) {
       if (done) return;
       done = true;
       openCount -= 1;
+      if (window.__aegis) window.__aegis.lastModal = { label, value: value === undefined ? null : typeof value === 'object' ? 'object' : value };
       dlg.close();
       dlg.remove();
       if (previous && previous.isConnected && typeof previous.focus === 'function') previous.focus();
@@ -64,8 +65,8 @@ export function alertDialog({ title, body }) {
 
 export const SHORTCUTS = [
   ['?', 'Show keyboard shortcuts'],
-  ['Ctrl+K / ⌘K', 'Focus search'],
-  ['Ctrl+N / ⌘N', 'New session'],
+  ['Ctrl+K or ⌘K', 'Focus search'],
+  ['Ctrl+N or ⌘N', 'New session'],
   ['G then O', 'Go to Overview'],
   ['G then S', 'Go to Sessions'],
   ['G then P', 'Go to Pipelines'],
@@ -82,7 +83,7 @@ export function helpDialog() {
     h('table', { class: 'shortcuts' },
       h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Shortcut'), h('th', { scope: 'col' }, 'Action'))),
       h('tbody', null, SHORTCUTS.map(([k, v]) => h('tr', null,
-        h('td', null, k.split(' ').map((p) => (['then', '/'].includes(p) ? ` ${p} ` : h('kbd', null, p)))),
+        h('td', null, k.split(' ').map((p) => (['then', 'or'].includes(p) ? ` ${p} ` : h('kbd', null, p)))),
         h('td', null, v))))),
     h('div', { class: 'dialog-actions' },
       h('button', { type: 'button', class: 'btn primary', autofocus: true, onclick: () => close() }, 'Close'))),

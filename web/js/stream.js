@@ -52,7 +52,9 @@ export class EventStream {
     this.stats = newStats();
   }
 
+  /** Connect (again): resumes after the last durable id seen. A no-op while running. */
   start() {
+    if (!this.stopped && (this.es || this.timer || this.connecting)) return this;
     this.stopped = false;
     this.connect();
     return this;
@@ -61,6 +63,7 @@ export class EventStream {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.timer = 0;
     if (this.es) this.es.close();
     this.es = null;
     this.setState('closed');
@@ -76,16 +79,19 @@ export class EventStream {
     if (this.stopped) return;
     this.setState(this.attempt ? 'reconnecting' : 'connecting');
     let token = null;
+    this.connecting = true;
     try {
       token = await mintToken(this.o.sessionId);
     } catch (e) {
       if (e.status === 401) {
+        this.connecting = false;
         this.o.onUnauthorized?.();
         this.setState('offline');
         return;
       }
     }
-    if (this.stopped) return;
+    this.connecting = false;
+    if (this.stopped || this.es) return;
     const u = new URL(this.o.path, location.origin);
     u.searchParams.set('named', 'false');
     if (this.o.types) u.searchParams.set('types', this.o.types);
@@ -112,7 +118,10 @@ export class EventStream {
       this.setState(this.attempt > 3 ? 'offline' : 'reconnecting');
       const delay = Math.min(8000, 250 * 2 ** Math.min(this.attempt, 5)) + Math.random() * 200;
       clearTimeout(this.timer);
-      this.timer = setTimeout(() => this.connect(), delay);
+      this.timer = setTimeout(() => {
+        this.timer = 0;
+        this.connect();
+      }, delay);
     };
   }
 

@@ -2,11 +2,6 @@
 
 import { h, fmtClock, fmtNum, fmtCost } from './dom.js';
 
-const TOOL_ICON = {
-  read: '📖', edit: '✏️', delete: '🗑', move: '↔', search: '🔎', execute: '▶', think: '💭',
-  fetch: '🌐', switch_mode: '⇄', other: '🔧',
-};
-
 const PLAN_ICON = { completed: '✓', in_progress: '◐', pending: '○' };
 
 /**
@@ -105,7 +100,6 @@ function preview(text) {
 }
 
 function toolCard(e, ui) {
-  const icon = TOOL_ICON[e.toolKind] || TOOL_ICON.other;
   const key = `r${e.entryId}`;
   const body = [];
   for (const c of e.content || []) {
@@ -129,7 +123,7 @@ function toolCard(e, ui) {
   const cmd = raw && typeof raw === 'object' && typeof raw.command === 'string' ? raw.command : null;
   return h('div', { class: `tool tool-${e.status}` },
     h('div', { class: 'tool-head' },
-      h('span', { class: 'tool-icon', 'aria-hidden': 'true' }, icon),
+      h('span', { class: 'tool-kind' }, e.toolKind || 'tool'),
       h('span', { class: 'tool-title' }, e.title || e.toolName),
       h('span', { class: `pill pill-${e.status}`, dataset: { status: e.status } }, e.status.replace('_', ' ')),
       h('span', { class: 'ts' }, fmtClock(e.timestamp))),

@@ -194,6 +194,30 @@ pub struct LoadResult {
     pub seconds: f64,
     pub rps: f64,
     pub latency: Summary,
+    /// Every latency sample (ms), for merging runs.
+    pub samples_ms: Vec<f64>,
+}
+
+impl LoadResult {
+    /// Several runs against the same target as one.
+    pub fn merge(runs: Vec<LoadResult>) -> LoadResult {
+        let requests = runs.iter().map(|r| r.requests).sum::<u64>();
+        let errors = runs.iter().map(|r| r.errors).sum();
+        let seconds = runs.iter().map(|r| r.seconds).sum::<f64>();
+        let samples_ms: Vec<f64> = runs.into_iter().flat_map(|r| r.samples_ms).collect();
+        LoadResult {
+            requests,
+            errors,
+            seconds,
+            rps: if seconds > 0.0 {
+                requests as f64 / seconds
+            } else {
+                0.0
+            },
+            latency: Summary::of(samples_ms.clone()),
+            samples_ms,
+        }
+    }
 }
 
 /// `conns` keep-alive connections each sending `GET path` back to back: first `warmup`
@@ -260,6 +284,7 @@ pub async fn load(
         errors,
         seconds,
         rps: requests as f64 / seconds,
-        latency: Summary::of(ms),
+        latency: Summary::of(ms.clone()),
+        samples_ms: ms,
     })
 }

@@ -50,10 +50,13 @@ OPTIONS:
   --ag PATH             the `ag` binary (default: next to this binary)
   --agent PATH          the `aegis-scripted-agent` binary (default: next to this binary)
   --no-build            do not run `cargo build` for the two binaries first
+  --keep                keep the servers' temporary dirs (state, config, server.log)
   --quick               small smoke run (200 sessions, 1 s runs, 3 cold starts)
 
 Internal: aegis-bench --baseline-server <port> <file>";
 
+/// Server and baseline runs alternate this many times per endpoint.
+const ROUNDS: usize = 2;
 /// Give up on a server that is not healthy this long after spawn.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Give up on a session that is not idle this long after create/send.
@@ -75,7 +78,11 @@ struct Opts {
     ag: Option<PathBuf>,
     agent: Option<PathBuf>,
     build: bool,
+    keep: bool,
 }
+
+/// `--keep`: leave the servers' temporary dirs in place.
+static KEEP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Default for Opts {
     fn default() -> Self {
@@ -94,6 +101,7 @@ impl Default for Opts {
             ag: None,
             agent: None,
             build: true,
+            keep: false,
         }
     }
 }
@@ -134,6 +142,7 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>> {
             "--ag" => o.ag = Some(PathBuf::from(val(a)?)),
             "--agent" => o.agent = Some(PathBuf::from(val(a)?)),
             "--no-build" => o.build = false,
+            "--keep" => o.keep = true,
             "--quick" => {
                 o.sessions = 200;
                 o.cold_starts = 3;
@@ -189,6 +198,7 @@ fn main() -> ExitCode {
 
 fn run(opts: &Opts) -> Result<()> {
     let bins = locate_binaries(opts)?;
+    KEEP.store(opts.keep, std::sync::atomic::Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -332,7 +342,8 @@ impl Server {
     /// Spawn `ag serve` on a fresh state dir and wait for its first healthy answer; returns the
     /// time from spawn to it.
     async fn start(bins: &Bins) -> Result<(Server, Duration)> {
-        let dir = tempfile::Builder::new().prefix("aegis-bench-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("aegis-bench-").tempdir()?;
+        dir.disable_cleanup(KEEP.load(std::sync::atomic::Ordering::Relaxed));
         Server::start_in(bins, dir).await
     }
 
@@ -343,7 +354,7 @@ impl Server {
         std::fs::create_dir_all(&work)?;
         let cfg = dir.path().join("config.yaml");
         let yaml = format!(
-            "port: {port}\nhost: 127.0.0.1\nstateDir: {}\ndefaultAgent: scripted\nmaxSessions: 100000\nallowedWorkDirs: [{}]\nsse: {{maxConnections: 5000, maxPerIp: 5000}}\nagents:\n  scripted:\n    command: {}\n    env: {{SCRIPTED_AGENT_STATE_DIR: {}}}\n",
+            "port: {port}\nhost: 127.0.0.1\nstateDir: {}\ndefaultAgent: scripted\nmaxSessions: 100000\nrateLimit: {{perKeyPerMinute: 0, perIpPerMinute: 0, unauthPerIpPerMinute: 0}}\nallowedWorkDirs: [{}]\nsse: {{maxConnections: 5000, maxPerIp: 5000}}\nagents:\n  scripted:\n    command: {}\n    env: {{SCRIPTED_AGENT_STATE_DIR: {}}}\n",
             yaml_str(&dir.path().join("state")),
             yaml_str(&work),
             yaml_str(&bins.agent),
@@ -540,7 +551,12 @@ impl Api {
         let deadline = Instant::now() + TURN_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let f = sse.next_within(left).await?;
+            let f = sse.next_within(left).await.with_context(|| {
+                format!(
+                    "session {id} did not settle (status {} when asked)",
+                    info["status"]
+                )
+            })?;
             if f.event == "status" && f.json()["data"]["status"] == "idle" {
                 return Ok(());
             }
@@ -727,6 +743,14 @@ fn step(s: &str) {
 async fn bench(opts: &Opts, bins: &Bins) -> Result<(Vec<Row>, Map<String, Value>)> {
     let mut rows = Vec::new();
     let mut out = Map::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(load1) = loadavg().and_then(|l| l.split(' ').next()?.parse::<f64>().ok())
+        && load1 > cores as f64 / 2.0
+    {
+        eprintln!(
+            "warning: the machine is busy (load average {load1:.1} on {cores} cores): the figures will be inflated; rerun when it is quiet"
+        );
+    }
     out.insert("machine".into(), machine_facts());
     out.insert(
         "settings".into(),
@@ -777,6 +801,11 @@ async fn bench(opts: &Opts, bins: &Bins) -> Result<(Vec<Row>, Map<String, Value>
     // 2. Idle RSS.
     step("idle RSS");
     let (server, _) = Server::start(bins).await?;
+    eprintln!(
+        "  server pid {}, log {}",
+        server.pid(),
+        server.log.display()
+    );
     let api = Api::new(&server)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss0 = server.rss_kb()?;
@@ -1108,7 +1137,7 @@ async fn compare(
     sessions: usize,
 ) -> Result<(Row, Value)> {
     step(&format!(
-        "{label}: {} connections × {:?} ({sessions} sessions)",
+        "{label}: {} connections, {ROUNDS} × {:?} each ({sessions} sessions)",
         opts.concurrency, opts.duration
     ));
     let body = http::fetch(server.port, path).await?;
@@ -1116,7 +1145,6 @@ async fn compare(
     let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let file = scratch.join(format!("body-{n}.json"));
     std::fs::write(&file, &body)?;
-    let (ag, ag_cpu, ag_self) = measured_load(server.port, path, server.pid(), opts).await?;
     let port = free_port()?;
     let mut cmd = Command::new(&bins.me);
     cmd.arg("--baseline-server")
@@ -1130,8 +1158,15 @@ async fn compare(
         wait_ok_blocking(port, &p2, bpid, Instant::now() + STARTUP_TIMEOUT)
     })
     .await??;
-    let (base, base_cpu, base_self) = measured_load(port, path, bpid, opts).await?;
+    // Alternate (server, baseline) × ROUNDS so that a drift in the machine's load hits both.
+    let (mut ag_runs, mut base_runs) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ag_runs.push(measured_load(server.port, path, server.pid(), opts).await?);
+        base_runs.push(measured_load(port, path, bpid, opts).await?);
+    }
     drop(baseline);
+    let (ag, ag_cpu, ag_self) = merge_measured(ag_runs);
+    let (base, base_cpu, base_self) = merge_measured(base_runs);
     let ratio = if base.rps > 0.0 {
         ag.rps / base.rps
     } else {
@@ -1162,7 +1197,7 @@ async fn compare(
     };
     let r = row(
         format!(
-            "`{label}` with {sessions} sessions ({} keep-alive connections, {:.0} s)",
+            "`{label}` with {sessions} sessions ({} keep-alive connections, {ROUNDS} × {:.0} s alternating with the baseline)",
             opts.concurrency,
             opts.duration.as_secs_f64()
         ),
@@ -1189,6 +1224,18 @@ async fn compare(
         },
     );
     Ok((r, j))
+}
+
+/// Merge measured runs: latencies and counts pooled, CPU averaged.
+fn merge_measured(runs: Vec<(LoadResult, f64, f64)>) -> (LoadResult, f64, f64) {
+    let n = runs.len().max(1) as f64;
+    let server = runs.iter().map(|r| r.1).sum::<f64>() / n;
+    let client = runs.iter().map(|r| r.2).sum::<f64>() / n;
+    (
+        LoadResult::merge(runs.into_iter().map(|r| r.0).collect()),
+        server,
+        client,
+    )
 }
 
 /// A load run plus the CPU (in cores) the target process and this process used meanwhile.

@@ -2,7 +2,9 @@
 //! REST API (cli-mcp-config §1). The clap definitions live here; each command is a module of
 //! [`cmd`].
 
+pub mod auth_config;
 pub mod cmd;
+pub mod cmd_keys;
 pub mod config;
 pub mod daemon;
 pub mod mcp;
@@ -56,6 +58,7 @@ pub const COMMANDS: &[&str] = &[
     "mcp",
     "keys",
     "audit",
+    "pipeline",
     "help",
     "completions",
 ];
@@ -117,7 +120,8 @@ pub enum Command {
     },
     /// One shot: ensure a server runs, create a session with the brief, stream it to the end.
     Run(RunArgs),
-    /// Write a config file (never overwrites one without --overwrite).
+    /// Write a config file, or scaffold a starter session template (--list-templates,
+    /// --from-template NAME); never overwrites a file without --overwrite.
     Init(InitArgs),
     /// Create a session and print its id and the next steps.
     Create(CreateArgs),
@@ -155,10 +159,14 @@ pub enum Command {
     Whoami(Rest),
     /// MCP server over stdio (register: claude mcp add aegis -- ag mcp).
     Mcp(mcp::McpArgs),
-    #[command(hide = true)]
+    /// API keys: list, create, revoke, rotate (`ag keys --help`).
+    #[command(disable_help_flag = true)]
     Keys(Rest),
-    #[command(hide = true)]
+    /// The audit log: verify its hash chain (`ag audit verify`).
+    #[command(disable_help_flag = true)]
     Audit(Rest),
+    /// Pipelines: create (from a YAML/JSON file), list, show, cancel, resume, approve.
+    Pipeline(cmd::pipeline::PipelineArgs),
 }
 
 /// Arguments of commands this build does not have yet.
@@ -226,6 +234,21 @@ pub struct InitArgs {
     /// Non-interactive: defaults for everything not given.
     #[arg(long)]
     pub yes: bool,
+    /// Print the starter session templates (name and description) and exit.
+    #[arg(long, conflicts_with = "from_template")]
+    pub list_templates: bool,
+    /// Scaffold a starter template instead of a config: writes
+    /// <DIR>/.aegis/templates/NAME.yaml (a POST /v1/templates body, workDir = DIR; never
+    /// overwritten without --overwrite). With --register it is also created on the running
+    /// server (POST /v1/templates).
+    #[arg(long, value_name = "NAME")]
+    pub from_template: Option<String>,
+    /// With --from-template: the target directory (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "from_template")]
+    pub cwd: Option<PathBuf>,
+    /// With --from-template: also create the template on the running server (exit 4 if none).
+    #[arg(long, requires = "from_template")]
+    pub register: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -500,11 +523,9 @@ pub fn main_entry() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Mcp(a) => mcp::run(&global, &a),
-        Command::Login(_)
-        | Command::Logout(_)
-        | Command::Whoami(_)
-        | Command::Keys(_)
-        | Command::Audit(_) => {
+        Command::Keys(r) => cmd_keys::keys(&global, &r.rest),
+        Command::Audit(r) => cmd_keys::audit(&global, &r.rest),
+        Command::Login(_) | Command::Logout(_) | Command::Whoami(_) => {
             eprintln!("error: this command is not available in this build of ag yet");
             ExitCode::from(2)
         }

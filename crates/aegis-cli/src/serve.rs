@@ -68,7 +68,10 @@ fn init_logging(level: &str, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none());
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        );
     if json {
         let _ = builder.json().try_init();
     } else {
@@ -127,12 +130,20 @@ pub async fn serve_until(
     }
     let state_dir = c.state_dir();
     if let Err(e) = std::fs::create_dir_all(&state_dir) {
-        return fail(1, format!("cannot create the state dir {}: {e}", state_dir.display()));
+        return fail(
+            1,
+            format!("cannot create the state dir {}: {e}", state_dir.display()),
+        );
     }
     // The local state dir is always locked (supervisor runtime, audit key, pid file live there).
     let _lock = match FileStore::lock(&state_dir) {
         Ok(l) => l,
-        Err(e) => return fail(1, format!("{e}; another Aegis server uses {}", state_dir.display())),
+        Err(e) => {
+            return fail(
+                1,
+                format!("{e}; another Aegis server uses {}", state_dir.display()),
+            );
+        }
     };
     let (store, _store_lock) = match open_store(&c, &state_dir).await {
         Ok(s) => s,
@@ -161,17 +172,24 @@ pub async fn serve_until(
         Err(e) => return fail(1, format!("cannot listen on {addr}: {e}")),
     };
     let server_cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let svc = match SessionService::start(service_config(&c, &server_cwd), store, Arc::new(AcpRuntime)).await {
-        Ok(s) => s,
-        Err(e) => return fail(1, format!("cannot start the session service: {e}")),
-    };
+    let svc =
+        match SessionService::start(service_config(&c, &server_cwd), store, Arc::new(AcpRuntime))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return fail(1, format!("cannot start the session service: {e}")),
+        };
     let pid_file = state_dir.join("aegis.pid");
     let _ = std::fs::write(&pid_file, format!("{}\n", std::process::id()));
     if let Some(file) = loaded.file.clone() {
         tokio::spawn(watch_config(file, svc.clone(), server_cwd.clone()));
     }
     if let Some(file) = loaded.file.clone() {
-        tokio::spawn(crate::auth_config::watch(file, auth.clone(), c.is_loopback()));
+        tokio::spawn(crate::auth_config::watch(
+            file,
+            auth.clone(),
+            c.is_loopback(),
+        ));
     }
     let state = aegis_http::AppState {
         service: svc.clone(),
@@ -184,7 +202,10 @@ pub async fn serve_until(
             ..aegis_http::HttpConfig::default()
         },
     };
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(
         "Aegis {} listening on http://{local} (state {}, store {})",
         env!("CARGO_PKG_VERSION"),
@@ -212,15 +233,26 @@ pub enum StoreLock {
 
 /// Open the configured store and take its single-writer lock. A store that cannot be reached
 /// is fatal (api §7.1): nothing silently falls back to files.
-pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>, StoreLock), String> {
+pub async fn open_store(
+    c: &Config,
+    state_dir: &Path,
+) -> Result<(Arc<dyn Store>, StoreLock), String> {
     match c.session_store.as_str() {
         "postgres" => {
             let url = c.postgres.url.clone().unwrap_or_default();
             let store = aegis_store_postgres::PgStore::connect(
                 &url,
-                c.postgres.schema.as_deref().unwrap_or(aegis_store_postgres::DEFAULT_SCHEMA),
-                c.postgres.table.as_deref().unwrap_or(aegis_store_postgres::DEFAULT_TABLE),
-                c.postgres.pool_max.unwrap_or(aegis_store_postgres::DEFAULT_POOL_MAX),
+                c.postgres
+                    .schema
+                    .as_deref()
+                    .unwrap_or(aegis_store_postgres::DEFAULT_SCHEMA),
+                c.postgres
+                    .table
+                    .as_deref()
+                    .unwrap_or(aegis_store_postgres::DEFAULT_TABLE),
+                c.postgres
+                    .pool_max
+                    .unwrap_or(aegis_store_postgres::DEFAULT_POOL_MAX),
             )
             .await
             .map_err(|e| format!("cannot use PostgreSQL (AEGIS_POSTGRES_URL): {e}"))?;
@@ -231,7 +263,11 @@ pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>,
             Ok((Arc::new(store), StoreLock::Postgres(lock)))
         }
         "redis" => {
-            let url = c.redis.url.clone().unwrap_or_else(|| "redis://localhost:6379".into());
+            let url = c
+                .redis
+                .url
+                .clone()
+                .unwrap_or_else(|| "redis://localhost:6379".into());
             let prefix = c.redis.key_prefix.clone().unwrap_or_else(|| "aegis".into());
             let store = aegis_store_redis::RedisStore::connect(&url, &prefix)
                 .await
@@ -243,13 +279,18 @@ pub async fn open_store(c: &Config, state_dir: &Path) -> Result<(Arc<dyn Store>,
                 match store.lock().await {
                     Ok(l) => break l,
                     Err(aegis_store::StoreError::Locked(holder))
-                        if holder_is_dead_local(&holder) && std::time::Instant::now() < deadline =>
+                        if holder_is_dead_local(&holder)
+                            && std::time::Instant::now() < deadline =>
                     {
-                        tracing::warn!("waiting for the lease of a crashed server to expire ({holder})");
+                        tracing::warn!(
+                            "waiting for the lease of a crashed server to expire ({holder})"
+                        );
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                     Err(e) => {
-                        return Err(format!("{e}; another Aegis server uses the prefix `{prefix}`"));
+                        return Err(format!(
+                            "{e}; another Aegis server uses the prefix `{prefix}`"
+                        ));
                     }
                 }
             };
@@ -286,7 +327,10 @@ fn holder_is_dead_local(holder: &str) -> bool {
     let (Some(pid), Some(h)) = (field("pid="), field("host=")) else {
         return false;
     };
-    h == host && pid.parse::<u32>().is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+    h == host
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
 }
 
 fn bind_host(h: &str) -> String {
@@ -326,7 +370,9 @@ async fn watch_config(file: PathBuf, svc: Arc<SessionService>, server_cwd: PathB
                 svc.reload(service_config(&l.config, &server_cwd));
                 tracing::info!("configuration reloaded from {}", file.display());
             }
-            Err(e) => tracing::error!("configuration reload failed, keeping the previous one: {e:#}"),
+            Err(e) => {
+                tracing::error!("configuration reload failed, keeping the previous one: {e:#}")
+            }
         }
     }
 }

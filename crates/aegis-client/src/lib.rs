@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod auth;
 pub mod sse;
 
 pub use sse::{EventStream, SseEvent, StreamOptions};

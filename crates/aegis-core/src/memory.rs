@@ -166,12 +166,17 @@ impl SessionService {
             let live = current.as_ref().filter(|(e, _)| visible(e, now));
             if live.is_none() {
                 let max = self.config().memory_max_entries_per_tenant;
-                let total = store
+                let mut total = store
                     .list_docs(collections::MEMORY, space, None, 0)
                     .await?
                     .total;
-                let existing = u64::from(current.is_some());
-                if total.saturating_sub(existing) >= max as u64 {
+                if total >= max as u64 {
+                    // Expired entries that are not reaped yet do not count.
+                    total = self.memory_entries(space, "").await?.len() as u64;
+                } else if current.is_some() {
+                    total -= 1;
+                }
+                if total >= max as u64 {
                     return Err(CoreError::new(
                         ErrorKind::MemoryFull,
                         format!(

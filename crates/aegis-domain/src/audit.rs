@@ -175,7 +175,10 @@ pub fn es_number(f: f64) -> String {
     let n = exp + 1;
     let sign = if f < 0.0 { "-" } else { "" };
     let body = if k <= n && n <= 21 {
-        format!("{digits}{}", "0".repeat(usize::try_from(n - k).unwrap_or(0)))
+        format!(
+            "{digits}{}",
+            "0".repeat(usize::try_from(n - k).unwrap_or(0))
+        )
     } else if 0 < n && n <= 21 {
         let (a, b) = digits.split_at(usize::try_from(n).unwrap_or(0));
         format!("{a}.{b}")
@@ -238,8 +241,7 @@ impl AuditKey {
     /// A key from the text of `AEGIS_AUDIT_SECRET`: hex (≥ 64 hex chars) or base64.
     pub fn parse(text: &str) -> Result<AuditKey, AuditKeyError> {
         let t = text.trim();
-        let bytes = if t.len() >= 2 * MIN_SECRET_BYTES && t.bytes().all(|b| b.is_ascii_hexdigit())
-        {
+        let bytes = if t.len() >= 2 * MIN_SECRET_BYTES && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             from_hex(t).ok_or(AuditKeyError::Malformed)?
         } else {
             base64_decode(t).ok_or(AuditKeyError::Malformed)?

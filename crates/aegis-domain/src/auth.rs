@@ -312,7 +312,9 @@ pub const KEY_SECRET_HEX: usize = 48;
 pub const SSE_TOKEN_HEX: usize = 64;
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A key id: 16 lowercase hex characters.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const ELEMENT_KEY: &str = "element-6066-11e4-a29f-4bdf-a4a2-1d0b5b7c2b7a";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// WebDriver key codes.
 pub mod key {
@@ -150,7 +150,10 @@ impl Browser {
                     "--disable-component-update", "--disable-sync",
                     "--disable-crashpad-for-testing", "--disable-breakpad",
                     "--disable-dev-shm-usage", "--hide-scrollbars", "--force-color-profile=srgb",
-                    "--lang=en-US",
+                    "--lang=en-US", "--js-flags=--expose-gc",
+                    // On this VM kind the out-of-process network service crashes ("FD
+                    // ownership violation") and every navigation ends in ERR_ABORTED.
+                    "--enable-features=NetworkServiceInProcess2",
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", user_data.display()),
                 ],
@@ -220,6 +223,13 @@ impl Browser {
     /// Run a synchronous script (its body; use `return …`).
     pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.post("/execute/sync", json!({"script": script, "args": args}))
+            .await
+    }
+
+    /// Run an asynchronous script: it gets a callback as its last argument and calls it with
+    /// the result.
+    pub async fn js_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.post("/execute/async", json!({"script": script, "args": args}))
             .await
     }
 

@@ -667,9 +667,14 @@ pub(crate) async fn middleware(
         }
     }
 
-    if let Some(id) = &identity {
-        req.extensions_mut().insert(id.principal.clone());
-        req.extensions_mut().insert(id.clone());
+    match &identity {
+        Some(id) => {
+            req.extensions_mut().insert(id.principal.clone());
+            req.extensions_mut().insert(id.clone());
+        }
+        None => {
+            req.extensions_mut().insert(crate::extract::Anonymous);
+        }
     }
     let mut res = next.run(req).await;
 

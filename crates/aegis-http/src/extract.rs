@@ -37,9 +37,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(Caller(p.clone()));
         }
+        if parts.extensions.get::<Anonymous>().is_some() {
+            // A public route reached without a credential while auth is enabled.
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Authentication required: send Authorization: Bearer <master token or API key>",
+            ));
+        }
         Ok(Caller(Principal::local()))
     }
 }
+
+/// Set by the auth middleware on requests that carry no valid credential (public routes while
+/// authentication is enabled): [`Caller`] then refuses instead of falling back to `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anonymous;
 
 // ---------------------------------------------------------------------------------------------
 // Request id, client ip

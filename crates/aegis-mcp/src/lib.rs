@@ -141,15 +141,16 @@ async fn resolve(
     let shutdown: Shutdown = Box::pin(async move {
         let _ = stop.await;
     });
-    let server = embedded.run(url.clone(), shutdown);
-    tokio::pin!(server);
+    // Its own task: the server must keep running while this one awaits health probes.
+    let mut server = tokio::spawn(embedded.run(url.clone(), shutdown));
     let start = tokio::time::Instant::now();
     loop {
         tokio::select! {
             r = &mut server => {
                 let message = match r {
-                    Ok(()) => "the embedded Aegis server stopped".to_owned(),
-                    Err(m) => format!("could not start an Aegis server at {url}: {m}"),
+                    Ok(Ok(())) => "the embedded Aegis server stopped".to_owned(),
+                    Ok(Err(m)) => format!("could not start an Aegis server at {url}: {m}"),
+                    Err(e) => format!("the embedded Aegis server failed: {e}"),
                 };
                 tracing::error!("{message}");
                 let _ = tx.send(Resolution::Unavailable { message, retry: false });

@@ -191,7 +191,11 @@ pub fn render(p: &PromptSpec, args: &BTreeMap<String, String>) -> Result<String,
             let known: Vec<&str> = p.args.iter().map(|a| a.name).collect();
             return Err(reject(
                 k,
-                format!("is not an argument of {} (known: {})", p.name, known.join(", ")),
+                format!(
+                    "is not an argument of {} (known: {})",
+                    p.name,
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -216,9 +220,14 @@ pub fn render(p: &PromptSpec, args: &BTreeMap<String, String>) -> Result<String,
     let get = |k: &str| args.get(k).map(String::as_str);
     let repo = match (get("repoOwner"), get("repoName")) {
         (Some(o), Some(n)) => format!("the GitHub repository {o}/{n}"),
-        (Some(o), None) => format!("the repository of owner {o} named like workDir's `origin` remote"),
+        (Some(o), None) => {
+            format!("the repository of owner {o} named like workDir's `origin` remote")
+        }
         (None, Some(n)) => format!("the repository {n} of the owner of workDir's `origin` remote"),
-        (None, None) => "the repository of workDir's `origin` remote (see `git remote get-url origin`)".to_owned(),
+        (None, None) => {
+            "the repository of workDir's `origin` remote (see `git remote get-url origin`)"
+                .to_owned()
+        }
     };
     let text = match p.name {
         "implement_issue" => {
@@ -299,7 +308,11 @@ mod tests {
             let mut a = args(&[("issueNumber", "1"), ("workDir", "/w")]);
             a.insert(k.to_owned(), v.to_owned());
             let e = render(p, &a).unwrap_err();
-            assert!(e.0.contains(k) && e.0.contains(needle), "{k}={v:?}: {}", e.0);
+            assert!(
+                e.0.contains(k) && e.0.contains(needle),
+                "{k}={v:?}: {}",
+                e.0
+            );
         }
         assert!(render(p, &args(&[("workDir", "/w")])).is_err());
         assert!(render(&PROMPTS[2], &args(&[("sessionId", "nope")])).is_err());

@@ -89,7 +89,10 @@ fn resource_error(uri: &str, e: &ToolError) -> ErrorData {
     let data = Some(e.to_json());
     match e.code.as_str() {
         "NOT_FOUND" | "INVALID_SESSION_ID" | "SESSION_FORBIDDEN" | "NOT_AVAILABLE" => {
-            ErrorData::resource_not_found(format!("resource not found: {uri} ({})", e.message), data)
+            ErrorData::resource_not_found(
+                format!("resource not found: {uri} ({})", e.message),
+                data,
+            )
         }
         _ => ErrorData::internal_error(format!("{uri}: {} ({})", e.message, e.code), data),
     }
@@ -326,7 +329,10 @@ impl ServerHandler for AegisMcp {
         let Some(res) = parse_uri(&uri) else {
             return Err(not_found(&uri));
         };
-        let v = self.read(&res).await.map_err(|e| resource_error(&uri, &e))?;
+        let v = self
+            .read(&res)
+            .await
+            .map_err(|e| resource_error(&uri, &e))?;
         let text = serde_json::to_string_pretty(&v).unwrap_or_default();
         Ok(ReadResourceResult::new(vec![
             ResourceContents::text(text, uri).with_mime_type("application/json"),

@@ -37,6 +37,7 @@ fn body(a: &Args, keys: &[(&str, &str)]) -> Value {
 }
 
 /// Validate the arguments of `tool` (`INVALID_ARGUMENT` / `INVALID_SESSION_ID`).
+#[allow(clippy::result_large_err)] // built once per call, never in a hot loop
 pub fn check_args(tool: &ToolSpec, args: &Value) -> Result<(), ToolError> {
     validate::check(&tool.schema, args, "").map_err(|e| {
         let code = if e.session_id {
@@ -88,7 +89,9 @@ pub async fn authorize(backend: &Backend, tool: &ToolSpec, args: &Args) -> Resul
             caller.role.as_str()
         ),
     )
-    .with_details(json!({"tool": tool.name, "required": tool.role.as_str(), "role": caller.role.as_str()})))
+    .with_details(
+        json!({"tool": tool.name, "required": tool.role.as_str(), "role": caller.role.as_str()}),
+    ))
 }
 
 /// Run a tool: validate, authorize, call. The result is the structured content.
@@ -127,7 +130,8 @@ async fn execute(b: &Backend, tool: &ToolSpec, a: &Args) -> Result<Value, ToolEr
         b.call(name, Method::GET, &path, &query, None, &[]).await
     };
     let post = |path: String, body: Value| async move {
-        b.call(name, Method::POST, &path, &[], Some(&body), &[]).await
+        b.call(name, Method::POST, &path, &[], Some(&body), &[])
+            .await
     };
     match name {
         "list_sessions" => list_sessions(b, a).await,
@@ -203,14 +207,24 @@ async fn execute(b: &Backend, tool: &ToolSpec, a: &Args) -> Result<Value, ToolEr
         "escape_session" => post(session_path(a, "/escape"), json!({})).await,
         "interrupt_session" => post(session_path(a, "/interrupt"), json!({})).await,
         "send_command" => {
-            post(session_path(a, "/command"), body(a, &[("command", "command")])).await
+            post(
+                session_path(a, "/command"),
+                body(a, &[("command", "command")]),
+            )
+            .await
         }
         "server_health" => get("/v1/health".into(), vec![]).await,
         "get_session_metrics" => get(session_path(a, "/metrics"), vec![]).await,
         "get_session_summary" => get(session_path(a, "/summary"), vec![]).await,
         "get_session_latency" => get(session_path(a, "/latency"), vec![]).await,
         "get_swarm" => get("/v1/swarm".into(), vec![]).await,
-        "batch_create_sessions" => post("/v1/sessions/batch".into(), body(a, &[("sessions", "sessions")])).await,
+        "batch_create_sessions" => {
+            post(
+                "/v1/sessions/batch".into(),
+                body(a, &[("sessions", "sessions")]),
+            )
+            .await
+        }
         "list_pipelines" => {
             let mut q = vec![];
             if let Some(st) = s(a, "status") {
@@ -223,11 +237,24 @@ async fn execute(b: &Backend, tool: &ToolSpec, a: &Args) -> Result<Value, ToolEr
             })
         }
         "create_pipeline" => post("/v1/pipelines".into(), pipeline_config(a)).await,
-        "state_get" => get(format!("/v1/memory/{}", segment(s(a, "key").unwrap_or_default())), vec![]).await,
+        "state_get" => {
+            get(
+                format!("/v1/memory/{}", segment(s(a, "key").unwrap_or_default())),
+                vec![],
+            )
+            .await
+        }
         "state_set" => {
             post(
                 "/v1/memory".into(),
-                body(a, &[("key", "key"), ("value", "value"), ("ttlSeconds", "ttlSeconds")]),
+                body(
+                    a,
+                    &[
+                        ("key", "key"),
+                        ("value", "value"),
+                        ("ttlSeconds", "ttlSeconds"),
+                    ],
+                ),
             )
             .await
         }
@@ -241,8 +268,15 @@ async fn execute(b: &Backend, tool: &ToolSpec, a: &Args) -> Result<Value, ToolEr
                 headers.push(("Idempotency-Key", k.to_owned()));
             }
             let req = body(a, &[("prompt", "text")]);
-            b.call(name, Method::POST, &session_path(a, "/prompt"), &[], Some(&req), &headers)
-                .await
+            b.call(
+                name,
+                Method::POST,
+                &session_path(a, "/prompt"),
+                &[],
+                Some(&req),
+                &headers,
+            )
+            .await
         }
         "acp_respond_approval" => {
             if bool_arg(a, "approved") == Some(true) {
@@ -268,11 +302,21 @@ async fn execute(b: &Backend, tool: &ToolSpec, a: &Args) -> Result<Value, ToolEr
                 post(session_path(a, "/reject"), req).await
             }
         }
-        "acp_pause_session" => post(session_path(a, "/pause"), body(a, &[("reason", "reason")])).await,
-        "acp_resume_session" => post(session_path(a, "/resume"), body(a, &[("fresh", "fresh")])).await,
-        "acp_cancel_session" => post(session_path(a, "/cancel"), body(a, &[("force", "force")])).await,
+        "acp_pause_session" => {
+            post(session_path(a, "/pause"), body(a, &[("reason", "reason")])).await
+        }
+        "acp_resume_session" => {
+            post(session_path(a, "/resume"), body(a, &[("fresh", "fresh")])).await
+        }
+        "acp_cancel_session" => {
+            post(session_path(a, "/cancel"), body(a, &[("force", "force")])).await
+        }
         "acp_claim_driver" => {
-            post(session_path(a, "/driver/claim"), body(a, &[("ttlSeconds", "ttlSeconds")])).await
+            post(
+                session_path(a, "/driver/claim"),
+                body(a, &[("ttlSeconds", "ttlSeconds")]),
+            )
+            .await
         }
         "acp_release_driver" => post(session_path(a, "/driver/release"), json!({})).await,
         "acp_transfer_driver" => {
@@ -396,7 +440,6 @@ fn pipeline_config(a: &Args) -> Value {
     }
     json!({"name": s(a, "name"), "workDir": s(a, "workDir"), "stages": stages})
 }
-
 
 #[cfg(test)]
 mod tests {

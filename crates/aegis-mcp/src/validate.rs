@@ -104,7 +104,10 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), Invalid> {
                 }
             }
             if schema.get("format").and_then(Value::as_str) == Some("uuid") && !is_uuid(s) {
-                let mut e = fail(path, "must be a full UUID (8-4-4-4-12 hex digits)".to_owned());
+                let mut e = fail(
+                    path,
+                    "must be a full UUID (8-4-4-4-12 hex digits)".to_owned(),
+                );
                 e.session_id = path == "sessionId";
                 return Err(e);
             }

@@ -77,8 +77,7 @@ fn healthy(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(b"GET /v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(b"GET /v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .is_err()
     {
         return false;
@@ -139,7 +138,11 @@ impl Env {
             state.join("scripted").display(),
         );
         if let Some(m) = master {
-            cfg.push_str(&format!("authToken: \"{m}\"\n"));
+            // Auth tests: any key of the tenant may act on a session (the driver rule, not
+            // ownership, is under test).
+            cfg.push_str(&format!(
+                "authToken: \"{m}\"\nenforceSessionOwnership: false\n"
+            ));
         }
         let config = root.join("config.yaml");
         std::fs::write(&config, cfg).unwrap();
@@ -205,6 +208,7 @@ impl Env {
             .env("SNAPSHOT", snapshot)
             .env("MCP_STDERR", &mcp_log)
             .env("HOME", self.dir.path())
+            .env("ADMIN_KEY_FILE", self.dir.path().join("admin.key"))
             .env_remove("AEGIS_AUTH_TOKEN")
             .env_remove("AEGIS_TOKEN")
             .env_remove("AEGIS_BASE_URL");
@@ -257,6 +261,12 @@ fn full_flow_create_approve_transcript_kill() {
     env.driver("flow");
     let out = std::fs::read_to_string(env.workdir.join("out.txt"));
     assert!(out.is_ok(), "the approved write did not create out.txt");
+}
+
+#[test]
+fn every_one_of_the_34_tools_succeeds_against_the_live_server() {
+    let env = Env::new(None).serve();
+    env.driver("every_tool");
 }
 
 #[test]
@@ -412,9 +422,9 @@ fn initialize_reply_in_under_100ms_with_a_running_server() {
         sorted[sorted.len() / 2]
     );
     assert!(
-        sorted[0] < Duration::from_millis(100),
-        "start → initialize reply took {:?} at best (all: {times:?})",
-        sorted[0]
+        sorted[sorted.len() / 2] < Duration::from_millis(100),
+        "start → initialize reply took {:?} (median; all: {times:?})",
+        sorted[sorted.len() / 2]
     );
 }
 
@@ -431,10 +441,17 @@ fn embedded_server_starts_when_none_runs_and_stops_on_eof() {
     assert_ne!(r["result"]["isError"], true, "{r}");
     assert_eq!(r["result"]["structuredContent"]["status"], "ok", "{r}");
     // The embedded server is a full server: other clients can use it.
-    assert!(healthy(env.port), "the embedded server does not answer on its port");
+    assert!(
+        healthy(env.port),
+        "the embedded server does not answer on its port"
+    );
     // Bad input does not kill it.
     raw.send(&json!("garbage"));
-    raw.stdin.as_mut().unwrap().write_all(b"{not json\n").unwrap();
+    raw.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"{not json\n")
+        .unwrap();
     raw.send(&json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"get_status","arguments":{"sessionId": 5}}}));
     let r = raw.recv(3, Duration::from_secs(10));
     assert_eq!(r["result"]["isError"], true, "{r}");

@@ -16,8 +16,7 @@ export async function mount(main, ctx) {
   const names = new Map();
 
   put(main, h('section', { class: 'page page-overview' },
-    h('div', { class: 'page-head' }, h('h1', null, 'Overview'),
-      h('button', { class: 'btn primary', onclick: () => ctx.openNewSession() }, 'New session')),
+    h('div', { class: 'page-head' }, h('h1', null, 'Overview')),
     h('div', { class: 'grid' },
       card('Server', healthBox, 'card-health'),
       card('Agent runtime', agentsBox, 'card-agents'),
@@ -46,13 +45,13 @@ export async function mount(main, ctx) {
       const byName = new Map(detail.map((a) => [a.name, a]));
       put(agentsBox, agents.length === 0 ? h('p', { class: 'muted' }, 'No agents configured.')
         : h('table', { class: 'table compact' },
-          h('thead', null, h('tr', null, ...['Agent', 'Available', 'Source', 'Version'].map((t) => h('th', { scope: 'col' }, t)))),
+          h('thead', null, h('tr', null, ...['Agent', 'Available', 'Version'].map((t) => h('th', { scope: 'col' }, t)))),
           h('tbody', null, agents.map(([name, a]) => {
             const d = byName.get(name) || {};
-            return h('tr', null,
-              h('td', null, name, d.default ? h('span', { class: 'tag' }, 'default') : null),
+            return h('tr', { dataset: { agent: name } },
+              h('td', null, name, d.default ? h('span', { class: 'tag' }, 'default') : null,
+                h('div', { class: 'muted small' }, `via ${a.source ?? '—'}`)),
               h('td', null, a.available ? h('span', { class: 'ok' }, 'yes') : h('span', { class: 'bad', title: a.error || '' }, `no${a.error ? ` — ${a.error}` : ''}`)),
-              h('td', null, a.source ?? '—'),
               h('td', null, a.version ?? d.version ?? d.agentInfo?.version ?? '—'));
           }))));
     } catch (e) {

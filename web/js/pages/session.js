@@ -7,7 +7,7 @@
 // session's `lastEventId`, so nothing between the two reads is lost, and entry revisions merge
 // (newest wins), so nothing is shown twice.
 
-import { h, put, statusBadge, fmtAgo, fmtTime, fmtNum, fmtCost, shortId, LIVE, ENDED, perFrame } from '../dom.js';
+import { h, put, statusBadge, statusLabel, fmtAgo, fmtTime, fmtNum, fmtCost, shortId, LIVE, ENDED, perFrame } from '../dom.js';
 import { get, post, del, qs, ApiError } from '../api.js';
 import { EventStream } from '../stream.js';
 import { VirtualList } from '../vlist.js';
@@ -53,7 +53,9 @@ export async function mount(main, ctx, [id]) {
     const l = live.get(e.entryId);
     if (l === undefined || e.revision >= 2) return null;
     if (!e.text) return l;
-    return l.startsWith(e.text) ? l : e.text + l;
+    // Deltas sent before this page subscribed are not replayable (only the entry's first
+    // revision and its final text are durable): mark the hole until the final text arrives.
+    return l.startsWith(e.text) ? l : `${e.text} … ${l}`;
   }
 
   function putEntry(e) {
@@ -150,7 +152,8 @@ export async function mount(main, ctx, [id]) {
     ctx.title(info.name);
     put(titleEl, info.name);
     put(badgeBox, statusBadge(info.status), info.paused ? h('span', { class: 'tag' }, 'paused') : null,
-      info.statusText ? h('span', { class: 'muted status-text' }, ` ${info.statusText}`) : null);
+      info.statusText && info.statusText.toLowerCase() !== statusLabel(info.status).toLowerCase()
+        ? h('span', { class: 'muted status-text' }, ` ${info.statusText}`) : null);
     put(metaBox,
       h('span', { class: 'mono', title: info.id }, shortId(info.id)), ' · ',
       h('span', { class: 'mono ellipsis', title: info.workDir }, info.workDir), ' · ',
@@ -305,20 +308,27 @@ export async function mount(main, ctx, [id]) {
     }
   }
 
+  // Re-read the session after events (debounced), and once more a little later: the
+  // snapshot behind GET may lag the event that announced the change by a moment.
   let refreshTimer = 0;
+  let settleTimer = 0;
+  async function fetchInfo() {
+    try {
+      info = await get(`/v1/sessions/${id}`);
+      renderInfo();
+    } catch {
+      /* the stream indicator shows connectivity */
+    }
+  }
   function refresh() {
     clearTimeout(refreshTimer);
-    refreshTimer = setTimeout(async () => {
-      try {
-        info = await get(`/v1/sessions/${id}`);
-        renderInfo();
-      } catch {
-        /* the stream indicator shows connectivity */
-      }
-    }, 80);
+    clearTimeout(settleTimer);
+    refreshTimer = setTimeout(fetchInfo, 80);
+    settleTimer = setTimeout(fetchInfo, 700);
   }
 
   // ------------------------------------------------------------------------ stream
+  const statusLog = [info.status]; // every status this page showed, in order
   const stream = new EventStream({
     path: `/v1/sessions/${id}/events`,
     sessionId: id,
@@ -334,6 +344,8 @@ export async function mount(main, ctx, [id]) {
           onDelta(d);
           break;
         case 'status':
+          statusLog.push(d.status);
+          if (info.status !== d.status) info.statusText = '';
           info.status = d.status;
           if (d.status !== 'permission_prompt') info.pendingPermission = null;
           renderInfo();
@@ -377,15 +389,18 @@ export async function mount(main, ctx, [id]) {
     .map((e) => ({ entryId: e.entryId, revision: e.revision, kind: e.kind, text: e.text }))
     .sort((a, b) => a.entryId - b.entryId);
   window.__aegis.scrollTranscriptTo = (entryId) => list.scrollToIndex(entryId - 1);
+  window.__aegis.statusLog = () => statusLog.slice();
 
   return {
     stream: () => stream,
     unmount() {
       stream.stop();
       clearTimeout(refreshTimer);
+      clearTimeout(settleTimer);
       list?.destroy();
       delete window.__aegis.transcript;
       delete window.__aegis.scrollTranscriptTo;
+      delete window.__aegis.statusLog;
     },
     onKey(e, key) {
       const p = info.pendingPermission;

@@ -46,8 +46,7 @@ export async function mount(main, ctx) {
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pagination' });
 
   put(main, h('section', { class: 'page page-sessions' },
-    h('div', { class: 'page-head' }, h('h1', null, 'Sessions'),
-      h('button', { class: 'btn primary', onclick: () => ctx.openNewSession() }, 'New session')),
+    h('div', { class: 'page-head' }, h('h1', null, 'Sessions')),
     h('div', { class: 'filters', role: 'group', 'aria-label': 'Filters' },
       h('div', { class: 'field inline' }, h('label', { for: 'f-status' }, 'Status'), statusSel),
       h('div', { class: 'field inline grow' }, h('label', { for: 'f-text' }, 'Filter'), text),

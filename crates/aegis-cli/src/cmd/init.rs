@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{CmdResult, Failure, Global, exit, print_json};
+use super::{CmdResult, Ctx, Failure, Global, exit, print_json};
 use crate::InitArgs;
 use crate::config::{self, InitValues};
 use crate::ui::{self, Style};
@@ -52,6 +52,12 @@ fn non_empty(flag: &str, v: Option<&String>) -> Result<Option<String>, Failure> 
 }
 
 pub fn run(global: &Global, a: &InitArgs) -> CmdResult {
+    if a.list_templates {
+        return list_templates(global);
+    }
+    if let Some(name) = &a.from_template {
+        return from_template(global, a, name);
+    }
     let model = non_empty("model", a.model.as_ref())?;
     let name = non_empty("name", a.name.as_ref())?;
     let host = non_empty("host", a.host.as_ref())?;
@@ -174,6 +180,173 @@ pub fn run(global: &Global, a: &InitArgs) -> CmdResult {
     println!("  ag run \"<brief>\"        start it in the background and run a session");
     if v.dashboard {
         println!("  {dashboard}");
+    }
+    Ok(exit::OK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starter templates (cli-mcp-config §4.3)
+// ---------------------------------------------------------------------------------------------
+
+fn template_list_text() -> String {
+    let ts = aegis_core::starter_templates();
+    let w = ts.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for t in ts {
+        let vars = if t.variables.is_empty() {
+            String::new()
+        } else {
+            format!(" (variables: {})", t.variables.join(", "))
+        };
+        out.push_str(&format!(
+            "  {:w$}  {}{vars}\n",
+            t.name,
+            t.description,
+            w = w
+        ));
+    }
+    out
+}
+
+/// `ag init --list-templates`: the starter templates, name and description.
+fn list_templates(global: &Global) -> CmdResult {
+    if global.json {
+        print_json(&json!({ "templates": aegis_core::starter_templates() }))?;
+        return Ok(exit::OK);
+    }
+    println!("Starter templates:");
+    print!("{}", template_list_text());
+    println!("Scaffold one: ag init --from-template NAME [--cwd DIR] [--register]");
+    Ok(exit::OK)
+}
+
+/// `ag init --from-template NAME [--cwd DIR] [--overwrite] [--register]`: write
+/// `<DIR>/.aegis/templates/NAME.yaml` (the `POST /v1/templates` body for DIR); with
+/// `--register` also create it on the running server from the file on disk.
+fn from_template(global: &Global, a: &InitArgs, name: &str) -> CmdResult {
+    let dir = super::work_dir(a.cwd.as_deref())?;
+    let Some(req) = aegis_core::templates::starter_template_request(name, &dir) else {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "unknown template '{name}'. Starter templates:\n{}",
+                template_list_text().trim_end()
+            ),
+        ));
+    };
+    let vars = aegis_core::templates::template_variables(req.prompt.as_deref().unwrap_or(""));
+    let path = PathBuf::from(&dir)
+        .join(".aegis")
+        .join("templates")
+        .join(format!("{name}.yaml"));
+    let out = Style::new(ui::stdout_tty(), global.no_color);
+    let existed = path.exists();
+    let written = if existed && !a.overwrite {
+        false
+    } else {
+        let yaml = yaml_serde::to_string(&req)
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot render the template: {e}")))?;
+        let vars_line = if vars.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "# Variables ({{{{name}}}} in the prompt, given when a session is started): {}\n",
+                vars.join(", ")
+            )
+        };
+        let text = format!(
+            "# Aegis session template, from the starter template '{name}' (ag init --from-template).\n\
+             # The body of POST /v1/templates (JSON or this YAML converted); edit freely.\n\
+             # Register it on a running server: ag init --from-template {name} --register\n\
+             {vars_line}{yaml}"
+        );
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        std::fs::write(&path, text).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+        true
+    };
+    let registered = if a.register {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::new(
+                exit::FAILURE,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let body: aegis_api_types::orchestration::CreateTemplateRequest =
+            yaml_serde::from_str(&text).map_err(|e| {
+                Failure::new(
+                    exit::USAGE,
+                    format!("{} is not a valid template: {e}", path.display()),
+                )
+            })?;
+        let body = serde_json::to_value(&body)
+            .map_err(|e| Failure::new(exit::FAILURE, format!("cannot encode: {e}")))?;
+        let ctx = Ctx::new(global);
+        let mut created = serde_json::Value::Null;
+        super::block_on(async {
+            let client = ctx.connect().await?;
+            created = client
+                .call_json(
+                    reqwest::Method::POST,
+                    "/v1/templates",
+                    &[],
+                    Some(&body),
+                    &[],
+                )
+                .await
+                .map_err(|e| ctx.fail(e))?;
+            Ok(exit::OK)
+        })?;
+        Some(created)
+    } else {
+        None
+    };
+    if global.json {
+        print_json(&json!({
+            "path": path,
+            "name": name,
+            "created": written,
+            "overwritten": written && existed,
+            "variables": vars,
+            "template": registered,
+        }))?;
+        return Ok(exit::OK);
+    }
+    if written {
+        println!("{} {}", out.green("Wrote"), path.display());
+    } else {
+        println!(
+            "Template exists at {}; left unchanged (use --overwrite to replace)",
+            path.display()
+        );
+    }
+    if !vars.is_empty() {
+        println!("Variables: {}", vars.join(", "));
+    }
+    match &registered {
+        Some(t) => println!(
+            "Registered on the server as template {} ({})",
+            t["name"].as_str().unwrap_or(name),
+            t["id"].as_str().unwrap_or("")
+        ),
+        None => println!(
+            "Register it on a running server: ag init --from-template {name} --register{}",
+            a.cwd
+                .as_ref()
+                .map(|_| format!(" --cwd {dir}"))
+                .unwrap_or_default()
+        ),
     }
     Ok(exit::OK)
 }

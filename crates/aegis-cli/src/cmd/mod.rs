@@ -5,6 +5,7 @@ pub mod create;
 pub mod doctor;
 pub mod init;
 pub mod list;
+pub mod pipeline;
 pub mod read;
 pub mod run;
 pub mod send;
@@ -336,6 +337,7 @@ pub fn dispatch(global: Global, command: crate::Command) -> ExitCode {
             C::Kill(a) => session::kill(&ctx, &a).await,
             C::Stop(a) => stop::run(&ctx, &a).await,
             C::Doctor(a) => doctor::run(&ctx, &a).await,
+            C::Pipeline(a) => pipeline::run(&ctx, &a).await,
             _ => Err(Failure::new(exit::USAGE, "unexpected command")),
         }
     });
