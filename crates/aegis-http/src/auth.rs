@@ -201,6 +201,63 @@ pub(crate) struct AuthRuntime {
     pub audit: Option<Arc<AuditLog>>,
     pub limiter: RateLimiter,
     pub sse: Arc<SseTokens>,
+    /// Dashboard login sessions: opaque 256-bit id → identity and expiry (api §5.6).
+    pub web: std::sync::Mutex<std::collections::HashMap<String, (Identity, u64)>>,
+}
+
+/// Cookie of a dashboard login session (`__Host-` needs `Secure`, which browsers honour on
+/// loopback http too).
+pub(crate) const WEB_COOKIE: &str = "__Host-aegis_dashboard_session";
+/// Dashboard sessions last one hour; a principal keeps at most 5.
+const WEB_TTL_MS: u64 = 3_600_000;
+
+impl AuthRuntime {
+    /// Open a dashboard session for an identity; returns the cookie value.
+    pub(crate) fn open_web_session(&self, id: &Identity, now: u64) -> String {
+        let mut bytes = [0u8; 32];
+        let _ = getrandom::fill(&mut bytes);
+        let sid: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut web = self.web.lock().unwrap_or_else(|p| p.into_inner());
+        web.retain(|_, (_, exp)| *exp > now);
+        let mine: Vec<(String, u64)> = web
+            .iter()
+            .filter(|(_, (i, _))| i.principal.id == id.principal.id)
+            .map(|(k, (_, e))| (k.clone(), *e))
+            .collect();
+        if mine.len() >= 5 {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, e)| *e) {
+                web.remove(oldest);
+            }
+        }
+        web.insert(sid.clone(), (id.clone(), now + WEB_TTL_MS));
+        sid
+    }
+
+    fn web_session(&self, sid: &str, now: u64) -> Option<Identity> {
+        let web = self.web.lock().unwrap_or_else(|p| p.into_inner());
+        web.get(sid)
+            .filter(|(_, exp)| *exp > now)
+            .map(|(i, _)| i.clone())
+    }
+
+    pub(crate) fn close_web_session(&self, sid: &str) {
+        self.web
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sid);
+    }
+}
+
+/// The dashboard cookie's value, if the request carries one.
+pub(crate) fn web_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == WEB_COOKIE || *k == "aegis_dashboard_session")
+        .map(|(_, v)| v.to_owned())
 }
 
 /// The key backend of a service: `<stateDir>/store/keys.json` with the file store (shared
@@ -238,6 +295,7 @@ impl AuthRuntime {
             audit,
             limiter: RateLimiter::new(),
             sse: SseTokens::with_ttl(settings.sse_token_ttl_ms),
+            web: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -534,6 +592,13 @@ pub(crate) async fn middleware(
             stream_session.as_deref(),
             now,
         )),
+    };
+    // The dashboard's session cookie stands in for a bearer credential.
+    let resolved = match resolved {
+        None => web_cookie(req.headers())
+            .and_then(|sid| rt.web_session(&sid, now))
+            .map(|id| Ok((id, None))),
+        other => other,
     };
     let (identity, reservation) = match resolved {
         Some(Ok((id, r))) => (Some(id), r),

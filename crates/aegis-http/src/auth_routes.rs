@@ -89,6 +89,7 @@ pub(crate) fn definitions() -> Vec<RouteDef> {
     vec![
         def(Get, "/v1/auth/config", true, auth_config),
         def(Post, "/v1/auth/verify", true, verify),
+        def(Post, "/auth/logout", true, logout),
         def(Get, "/v1/auth/whoami", false, whoami),
         def(Post, "/v1/auth/sse-token", false, sse_token),
         def(Get, "/v1/auth/keys", false, list_keys),
@@ -128,6 +129,7 @@ pub(crate) fn definitions() -> Vec<RouteDef> {
     paths(
         auth_config,
         verify,
+        logout,
         whoami,
         sse_token,
         list_keys,
@@ -191,7 +193,18 @@ pub(crate) async fn verify(
         return Ok(Json(verified(&local)).into_response());
     }
     match rt.resolve(&settings, req.token.trim(), false, None, now_ms()) {
-        Ok((id, _)) => Ok(Json(verified(&id)).into_response()),
+        Ok((id, _)) => {
+            // The dashboard exchanges the token for an HttpOnly session cookie (api §5.6).
+            let sid = rt.open_web_session(&id, now_ms());
+            let mut res = Json(verified(&id)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{}={sid}; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=3600",
+                crate::auth::WEB_COOKIE
+            )) {
+                res.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            Ok(res)
+        }
         Err(e) => {
             let e = rt
                 .failed(
@@ -216,6 +229,25 @@ pub(crate) async fn verify(
             Ok(res)
         }
     }
+}
+
+/// End the dashboard session of the cookie (public; 204 either way).
+#[utoipa::path(
+    post, path = "/auth/logout", tag = "auth",
+    responses((status = 204, description = "Signed out; the session cookie is cleared"))
+)]
+pub(crate) async fn logout(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Some(sid) = crate::auth::web_cookie(&headers) {
+        ctx.auth.close_web_session(&sid);
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{}=; HttpOnly; SameSite=Strict; Secure; Path=/; Max-Age=0",
+        crate::auth::WEB_COOKIE
+    )) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
 }
 
 fn verified(id: &aegis_core::identity::Identity) -> VerifyResponse {
