@@ -16,6 +16,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 unset IS_SANDBOX || true
 
 step() { printf '\n==> %s\n' "$*"; }
+suite_started="$(date +%s)"
 
 step "installing test dependencies"
 bash scripts/install-test-deps.sh
@@ -33,4 +34,4 @@ step "schemathesis against a live server (scripted agent)"
 bash scripts/schemathesis.sh
 
 step "no agent process survived the suite"
-bash scripts/check-orphans.sh
+bash scripts/check-orphans.sh "$suite_started"
