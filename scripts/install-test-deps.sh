@@ -22,6 +22,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   fi
 fi
 bash scripts/install-agents.sh
+bash scripts/install-browser.sh  # Debian chromium + chromium-driver for the dashboard tests
 
 # Python tools (schemathesis, the `mcp` client for the MCP tests) in a project-local virtualenv.
 venv="$repo_root/.venv"

@@ -129,7 +129,9 @@ async function route({ focus = true } = {}) {
       return;
     }
     app.page = page || {};
-    if (focus) {
+    const a = document.activeElement;
+    const pageFocused = a && a !== main && main.contains(a);
+    if (focus && !pageFocused) {
       const h1 = main.querySelector('h1');
       if (h1) {
         h1.setAttribute('tabindex', '-1');
@@ -365,6 +367,12 @@ function wireShell() {
   window.addEventListener('popstate', () => route());
   $('#new-session-btn').addEventListener('click', () => openNewSession());
   $('#logout').addEventListener('click', () => logout());
+  document.querySelector('.content').addEventListener('click', (e) => {
+    if (document.body.classList.contains('menu-open') && !e.target.closest('#menu-toggle')) {
+      e.preventDefault();
+      closeMenu();
+    }
+  }, true);
   $('#menu-toggle').addEventListener('click', () => {
     const open = document.body.classList.toggle('menu-open');
     $('#menu-toggle').setAttribute('aria-expanded', String(open));

@@ -17,7 +17,6 @@ export function modal(build, { label, className } = {}) {
       if (done) return;
       done = true;
       openCount -= 1;
-      if (window.__aegis) window.__aegis.lastModal = { label, value: value === undefined ? null : typeof value === 'object' ? 'object' : value };
       dlg.close();
       dlg.remove();
       if (previous && previous.isConnected && typeof previous.focus === 'function') previous.focus();

@@ -30,11 +30,17 @@ export class VirtualList {
     this.spacer.className = 'vlist-spacer';
     scroller.append(this.spacer);
     this.queued = false;
+    this.setTop = -1; // the scrollTop this list last set itself
     this.onScroll = () => {
-      const atEnd = this.atEnd();
-      this.follow = atEnd;
+      // Our own scrollTop writes are not the reader scrolling: they must not end following.
+      if (Math.abs(this.scroller.scrollTop - this.setTop) >= 2) {
+        const atEnd = this.atEnd();
+        if (atEnd !== this.follow) {
+          this.follow = atEnd;
+          this.o.onFollow?.(atEnd);
+        }
+      }
       this.schedule();
-      this.o.onFollow?.(atEnd);
     };
     scroller.addEventListener('scroll', this.onScroll, { passive: true });
     this.resizeObserver = new ResizeObserver(() => this.schedule());
@@ -116,6 +122,12 @@ export class VirtualList {
     return Math.max(0, lo);
   }
 
+  scrollTo(top) {
+    const s = this.scroller;
+    s.scrollTop = top;
+    this.setTop = s.scrollTop;
+  }
+
   atEnd() {
     const s = this.scroller;
     return s.scrollTop + s.clientHeight >= s.scrollHeight - 8;
@@ -123,13 +135,17 @@ export class VirtualList {
 
   scrollToEnd() {
     this.follow = true;
+    // Scroll now, so that a scroll event still queued from before reads as ours.
+    this.scrollTo(Math.max(0, this.total() - this.scroller.clientHeight));
+    this.o.onFollow?.(true);
     this.schedule();
   }
 
   scrollToIndex(i) {
     this.follow = false;
     this.layout();
-    this.scroller.scrollTop = this.offsets[Math.max(0, Math.min(i, this.count - 1))] || 0;
+    this.scrollTo(this.offsets[Math.max(0, Math.min(i, this.count - 1))] || 0);
+    this.o.onFollow?.(false);
     this.schedule();
   }
 
@@ -154,7 +170,7 @@ export class VirtualList {
     const s = this.scroller;
     const total = this.total();
     this.spacer.style.height = `${total}px`;
-    if (this.follow) s.scrollTop = Math.max(0, total - s.clientHeight);
+    if (this.follow) this.scrollTo(Math.max(0, total - s.clientHeight));
     const top = s.scrollTop;
     const bottom = top + s.clientHeight;
     if (this.count === 0) {
@@ -210,11 +226,11 @@ export class VirtualList {
       this.layout();
       this.spacer.style.height = `${this.offsets[this.count]}px`;
       if (this.follow) {
-        s.scrollTop = Math.max(0, this.offsets[this.count] - s.clientHeight);
+        this.scrollTo(Math.max(0, this.offsets[this.count] - s.clientHeight));
       } else {
         // Keep the first visible row where the reader sees it.
         const want = this.offsets[anchor] + anchorDelta;
-        if (Math.abs(s.scrollTop - want) > 0.5) s.scrollTop = want;
+        if (Math.abs(s.scrollTop - want) > 0.5) this.scrollTo(want);
       }
       for (const [i, el] of this.rows) el.style.transform = `translateY(${this.offsets[i]}px)`;
     }

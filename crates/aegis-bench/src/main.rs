@@ -115,11 +115,11 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>> {
                 .cloned()
                 .with_context(|| format!("{name} needs a value"))
         };
-        let num = |name: &str, v: String| -> Result<usize> {
+        let num = |name: &str, v: String, max: usize| -> Result<usize> {
             v.parse()
                 .ok()
-                .filter(|n| *n > 0)
-                .with_context(|| format!("{name} must be a positive whole number, not {v:?}"))
+                .filter(|n| (1..=max).contains(n))
+                .with_context(|| format!("{name} must be a whole number in 1..={max}, not {v:?}"))
         };
         let secs = |name: &str, v: String| -> Result<Duration> {
             v.parse::<f64>()
@@ -131,13 +131,13 @@ fn parse_args(args: &[String]) -> Result<Option<Opts>> {
         match a.as_str() {
             "-h" | "--help" => return Ok(None),
             "--out" => o.out = PathBuf::from(val(a)?),
-            "--sessions" => o.sessions = num(a, val(a)?)?,
+            "--sessions" => o.sessions = num(a, val(a)?, 10_000)?,
             "--duration" => o.duration = secs(a, val(a)?)?,
-            "--concurrency" => o.concurrency = num(a, val(a)?)?,
-            "--create-samples" => o.create_samples = num(a, val(a)?)?,
-            "--subscribers" => o.subscribers = num(a, val(a)?)?,
-            "--slow-chunks" => o.slow_chunks = num(a, val(a)?)?,
-            "--relay-sessions" => o.relay_sessions = num(a, val(a)?)?,
+            "--concurrency" => o.concurrency = num(a, val(a)?, 1024)?,
+            "--create-samples" => o.create_samples = num(a, val(a)?, 1000)?,
+            "--subscribers" => o.subscribers = num(a, val(a)?, 4000)?,
+            "--slow-chunks" => o.slow_chunks = num(a, val(a)?, 10_000)?,
+            "--relay-sessions" => o.relay_sessions = num(a, val(a)?, 1000)?,
             "--relay-secs" => o.relay_secs = secs(a, val(a)?)?,
             "--ag" => o.ag = Some(PathBuf::from(val(a)?)),
             "--agent" => o.agent = Some(PathBuf::from(val(a)?)),
@@ -532,32 +532,39 @@ impl Api {
         }
     }
 
-    /// Wait until the session is idle now: subscribe (live only), then read its status, then
-    /// wait on the stream if it was not idle yet (no gap between the two, no polling).
+    /// Wait until the session is idle now. The stream replays the session's whole log (all
+    /// types, so the dense ids show where the replay ends: `connected` names the last id), then
+    /// goes live; the last status at the end of the replay is the current one. No polling, and
+    /// no window between reading the status and subscribing.
     async fn wait_settled(&self, id: &str) -> Result<()> {
-        let path = format!("/v1/sessions/{id}/events?types=status");
-        let mut sse = Sse::open(self.port, &path).await?;
-        sse.connected(Duration::from_secs(10)).await?;
-        let info: Value = self
-            .http
-            .get(format!("{}/v1/sessions/{id}", self.base))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if info["status"] == "idle" {
-            return Ok(());
-        }
+        let mut sse = Sse::open(self.port, &format!("/v1/sessions/{id}/events?after=0")).await?;
         let deadline = Instant::now() + TURN_TIMEOUT;
+        let mut last_at_connect: Option<u64> = None;
+        let mut replayed = false;
+        let mut status = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let f = sse.next_within(left).await.with_context(|| {
-                format!(
-                    "session {id} did not settle (status {} when asked)",
-                    info["status"]
-                )
-            })?;
-            if f.event == "status" && f.json()["data"]["status"] == "idle" {
+            let f = sse
+                .next_within(left)
+                .await
+                .with_context(|| format!("session {id} did not settle (status {status:?})"))?;
+            let v = f.json();
+            if f.event == "connected" {
+                let last = v["data"]["lastEventId"].as_u64().unwrap_or(0);
+                last_at_connect = Some(last);
+                replayed = last == 0;
+                continue;
+            }
+            if f.event == "status" {
+                status = v["data"]["status"].as_str().unwrap_or("").to_owned();
+            }
+            let fid = f.id.as_deref().and_then(|i| i.parse::<u64>().ok());
+            if let (Some(last), Some(fid)) = (last_at_connect, fid)
+                && fid >= last
+            {
+                replayed = true;
+            }
+            if replayed && status == "idle" {
                 return Ok(());
             }
         }
@@ -1026,7 +1033,12 @@ async fn bench(opts: &Opts, bins: &Bins) -> Result<(Vec<Row>, Map<String, Value>
         "events/s: {} sessions prompting back to back for {:?}",
         opts.relay_sessions, opts.relay_secs
     ));
-    let relay_ids: Vec<String> = ids[2..2 + opts.relay_sessions].to_vec();
+    let relay_ids: Vec<String> = ids
+        .iter()
+        .skip(2)
+        .take(opts.relay_sessions)
+        .cloned()
+        .collect();
     let relay_json = relay(&api, &relay_ids, opts.relay_secs, server.pid()).await?;
     let eps = relay_json["eventsPerSec"].as_f64().unwrap_or(0.0);
     rows.push(row(

@@ -105,7 +105,6 @@ pub const MATRIX: &[MatrixEntry] = &[
     row("GET", "/v1/openapi.json", PUBLIC),
     row("GET", "/v1/auth/config", PUBLIC),
     row("POST", "/v1/auth/verify", PUBLIC),
-    row("POST", "/auth/logout", PUBLIC),
     row("POST", "/v1/auth/device/authorize", PUBLIC),
     row("POST", "/v1/auth/device/token", PUBLIC),
     row("GET", "/auth/login", PUBLIC),

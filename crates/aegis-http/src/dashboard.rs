@@ -26,7 +26,7 @@ use crate::error::ApiError;
 /// origin, no inline script or style, no framing, and Trusted Types with no policy (the pages
 /// never assign HTML strings, so an injected one cannot execute).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+     style-src 'self'; img-src 'self'; font-src 'self'; connect-src 'self'; \
      manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; \
      require-trusted-types-for 'script'; trusted-types 'none'";
 

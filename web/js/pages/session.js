@@ -118,6 +118,8 @@ export async function mount(main, ctx, [id]) {
   const usageBox = h('div', { class: 'usage-box' });
   const detailsBox = h('details', { class: 'session-details' }, h('summary', null, 'Details'));
   const banner = h('div', { class: 'banner-slot', 'aria-live': 'assertive' });
+  const staleNote = h('div', { class: 'stale-note', role: 'status', hidden: true },
+    'Connection lost — reconnecting. What you see may be out of date; updates resume exactly where they stopped.');
   const scroller = h('div', {
     class: 'transcript', id: 'transcript', tabindex: '0', role: 'log', 'aria-label': 'Transcript', 'aria-live': 'off',
   });
@@ -143,6 +145,7 @@ export async function mount(main, ctx, [id]) {
       h('div', { class: 'title-row' }, titleEl, badgeBox, h('div', { class: 'spacer' }), actionsBox),
       metaBox,
       h('div', { class: 'head-row' }, usageBox, detailsBox)),
+    staleNote,
     banner,
     h('div', { class: 'transcript-wrap' }, scroller, jump),
     h('div', { class: 'composer-wrap' }, composer, composerNote)));
@@ -358,12 +361,17 @@ export async function mount(main, ctx, [id]) {
           refresh();
       }
     },
-    onState: (s) => ctx.setConn('session', s === 'ended' ? null : s),
+    onState: (s) => {
+      ctx.setConn('session', s === 'ended' ? null : s);
+      staleNote.hidden = !(s === 'reconnecting' || s === 'offline');
+    },
   }).start();
 
   renderInfo();
 
   // ------------------------------------------------------------------------ first page
+  // Read strictly after the session (whose lastEventId the stream resumes from): an entry
+  // written in between is then in this page or in the replay — never in neither.
   try {
     const r = await get(`/v1/sessions/${id}/transcript/cursor${qs({ limit: PAGE })}`);
     for (const m of r.messages || []) putEntry(m);
@@ -376,8 +384,8 @@ export async function mount(main, ctx, [id]) {
     estimate: (i) => ESTIMATE[entries.get(i + 1)?.kind] ?? 60,
     render: (i) => renderEntry(entries.get(i + 1) ?? { entryId: i + 1, placeholder: true }, ui),
     onRange,
-    onFollow: (atEnd) => {
-      jump.hidden = atEnd;
+    onFollow: (following) => {
+      jump.hidden = following;
     },
   });
   list.render();
@@ -389,6 +397,10 @@ export async function mount(main, ctx, [id]) {
     .map((e) => ({ entryId: e.entryId, revision: e.revision, kind: e.kind, text: e.text }))
     .sort((a, b) => a.entryId - b.entryId);
   window.__aegis.scrollTranscriptTo = (entryId) => list.scrollToIndex(entryId - 1);
+  window.__aegis.followTranscript = () => {
+    list.scrollToEnd();
+    jump.hidden = true;
+  };
   window.__aegis.statusLog = () => statusLog.slice();
 
   return {
@@ -400,6 +412,7 @@ export async function mount(main, ctx, [id]) {
       list?.destroy();
       delete window.__aegis.transcript;
       delete window.__aegis.scrollTranscriptTo;
+      delete window.__aegis.followTranscript;
       delete window.__aegis.statusLog;
     },
     onKey(e, key) {
