@@ -13,7 +13,10 @@ static BUILD: Mutex<()> = Mutex::new(());
 /// `target/<profile>` of the running test executable.
 pub fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    let mut dir = exe.parent().expect("test executable directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
