@@ -223,10 +223,14 @@ fn needs_node(path: &Path) -> bool {
     let Ok(target) = std::fs::canonicalize(path) else {
         return false;
     };
-    let Ok(bytes) = std::fs::read(&target) else {
-        return false;
+    // Only the shebang matters: read the first 128 bytes, never the whole (possibly large
+    // native) executable — this runs on every health check and session create.
+    let mut head = [0u8; 128];
+    let n = match std::fs::File::open(&target) {
+        Ok(mut f) => std::io::Read::read(&mut f, &mut head).unwrap_or(0),
+        Err(_) => return false,
     };
-    let head = &bytes[..bytes.len().min(128)];
+    let head = &head[..n];
     head.starts_with(b"#!") && String::from_utf8_lossy(head).contains("node")
 }
 
