@@ -7,6 +7,7 @@
 pub mod bins;
 pub mod claude;
 pub mod fake_anthropic;
+pub mod fault_proxy;
 pub mod scripted;
 
 pub use fake_anthropic::FakeAnthropic;

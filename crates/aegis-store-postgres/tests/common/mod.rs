@@ -1,3 +1,3 @@
 //! Helpers shared by the integration tests.
 
-pub mod proxy;
+pub use aegis_testkit::fault_proxy as proxy;
